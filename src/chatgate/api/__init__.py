@@ -1,0 +1,1 @@
+"""HTTP handlers: raw ASGI callables, no framework on the hot path."""

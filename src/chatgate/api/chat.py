@@ -1,0 +1,279 @@
+"""POST /chat/completions: authenticate, validate, route, translate, relay, record."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from typing import TYPE_CHECKING
+
+from ..errors import (
+    GatewayError,
+    ModelNotFound,
+    NotImplementedByGateway,
+    PermissionDenied,
+    StreamInterrupted,
+    UpstreamError,
+)
+from ..providers.base import Context, apply_profile
+from ..schema import decode_request
+from ..store import KeyRecord, UsageRow
+from .http import ClientGone, Receive, Scope, Send, check_json_content_type, read_body, send_error
+
+if TYPE_CHECKING:
+    from ..app import Gateway
+    from ..router import Target
+
+log = logging.getLogger("chatgate.chat")
+
+SSE_HEADERS = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),
+]
+DONE = b"data: [DONE]\n\n"
+_perf = time.perf_counter
+
+
+class _Record:
+    """The facts gathered for one request's usage row."""
+
+    __slots__ = (
+        "error_type",
+        "key_id",
+        "model",
+        "provider",
+        "status",
+        "stream",
+        "ttft",
+        "upstream_model",
+        "upstream_request_id",
+        "usage",
+    )
+
+    def __init__(self) -> None:
+        self.key_id: str | None = None
+        self.model: str | None = None
+        self.provider: str | None = None
+        self.upstream_model: str | None = None
+        self.stream = False
+        self.status = 500
+        self.error_type: str | None = None
+        self.ttft: float | None = None
+        self.usage = None
+        self.upstream_request_id: str | None = None
+
+
+async def handle_chat(gw: Gateway, scope: Scope, receive: Receive, send: Send) -> None:
+    t0 = _perf()
+    created = int(time.time())
+    rid = "chatcmpl-" + os.urandom(12).hex()
+    rec = _Record()
+    base_headers = [(b"x-request-id", rid.encode())]
+    task = asyncio.current_task()
+    assert task is not None
+    watcher: asyncio.Task[None] | None = None
+    try:
+        key = await gw.auth.authenticate(_auth_header(scope))
+        rec.key_id = key.id
+        check_json_content_type(scope)
+        body = await read_body(scope, receive, gw.cfg.max_body_bytes)
+        req = decode_request(body)
+        rec.model = req.model
+        rec.stream = bool(req.stream)
+        target = _resolve(gw, key, req.model)
+        rec.provider = target.provider_name
+        rec.upstream_model = target.deployment.model
+        if target.module is None:
+            raise NotImplementedByGateway(
+                f"Model '{req.model}' is served over the '{target.protocol}' protocol, "
+                "which this version of the gateway cannot translate yet.",
+            )
+        req, dropped = apply_profile(req, target.deployment, target.profile, req.model)
+        ctx = Context(
+            response_id=rid,
+            created=created,
+            public_model=rec.model,
+            include_usage=bool(req.stream_options and req.stream_options.include_usage),
+            dropped=dropped,
+        )
+        if dropped:
+            base_headers.append((b"x-chatgate-dropped-params", ",".join(dropped).encode()))
+        ureq = target.module.build_request(req, target.deployment, target.provider, ctx)
+        watcher = asyncio.get_running_loop().create_task(_watch_disconnect(receive, task))
+        if ureq.stream:
+            await _relay_stream(gw, target, ureq, ctx, rec, send, base_headers, t0, watcher)
+        else:
+            await _relay_json(gw, target, ureq, ctx, rec, send, base_headers, watcher)
+    except GatewayError as err:
+        rec.status = err.status
+        rec.error_type = err.code or err.type
+        if err.status >= 500:
+            log.warning("%s %s: %s (%s)", rid, rec.model, err.code, err.message)
+        if watcher is not None:
+            watcher.cancel()
+        await send_error(send, err, base_headers)
+    except (asyncio.CancelledError, ClientGone, OSError):
+        # The client went away (the watcher cancelled us): record it, answer nothing.
+        if task.cancelling():
+            task.uncancel()
+        rec.status = 499
+        rec.error_type = "client_disconnected"
+    except Exception:
+        log.exception("%s: unexpected error", rid)
+        rec.status = 500
+        rec.error_type = "internal_error"
+        if watcher is not None:
+            watcher.cancel()
+        await send_error(
+            send,
+            GatewayError("The gateway hit an internal error; the request id is in the logs."),
+            base_headers,
+        )
+    finally:
+        if watcher is not None:
+            watcher.cancel()
+        _record(gw, rid, rec, t0)
+
+
+def _auth_header(scope: Scope) -> bytes | None:
+    for k, v in scope["headers"]:
+        if k == b"authorization":
+            return v  # type: ignore[no-any-return]
+    return None
+
+
+def _resolve(gw: Gateway, key: KeyRecord, model: str) -> Target:
+    target = gw.router.pick(model)
+    if target is None:
+        if model in gw.router.unavailable:
+            raise UpstreamError(
+                f"Model '{model}' has no usable deployment: {gw.router.unavailable[model]}.",
+                status=503,
+                code="model_unavailable",
+            )
+        raise ModelNotFound(
+            f"The model `{model}` does not exist or you do not have access to it.",
+            param="model",
+        )
+    if not key.allows(model):
+        raise PermissionDenied(
+            f"This API key is not allowed to use the model `{model}`.", param="model"
+        )
+    return target
+
+
+async def _watch_disconnect(receive: Receive, task: asyncio.Task[None]) -> None:
+    while True:
+        msg = await receive()
+        if msg["type"] == "http.disconnect":
+            task.cancel()
+            return
+
+
+async def _relay_json(
+    gw: Gateway,
+    target: Target,
+    ureq: object,
+    ctx: Context,
+    rec: _Record,
+    send: Send,
+    headers: list[tuple[bytes, bytes]],
+    watcher: asyncio.Task[None],
+) -> None:
+    module = target.module
+    assert module is not None
+    async with gw.upstream.send(ureq, target.provider.timeouts) as call:  # type: ignore[arg-type]
+        rec.upstream_request_id = call.headers.get("x-request-id") or call.headers.get("request-id")
+        body = await call.read()
+    if call.status != 200:
+        raise module.parse_error(call.status, call.headers, body, target.provider.api_key)
+    out, usage = module.parse_response(body, ctx)
+    rec.usage = usage
+    rec.status = 200
+    watcher.cancel()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(out)).encode()),
+                *headers,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": out})
+
+
+async def _relay_stream(
+    gw: Gateway,
+    target: Target,
+    ureq: object,
+    ctx: Context,
+    rec: _Record,
+    send: Send,
+    headers: list[tuple[bytes, bytes]],
+    t0: float,
+    watcher: asyncio.Task[None],
+) -> None:
+    module = target.module
+    assert module is not None
+    async with gw.upstream.send(ureq, target.provider.timeouts) as call:  # type: ignore[arg-type]
+        rec.upstream_request_id = call.headers.get("x-request-id") or call.headers.get("request-id")
+        if call.status != 200:
+            body = await call.read()
+            raise module.parse_error(call.status, call.headers, body, target.provider.api_key)
+        tr = module.stream_translator(ctx)
+        await send(
+            {"type": "http.response.start", "status": 200, "headers": [*SSE_HEADERS, *headers]}
+        )
+        rec.status = 200
+        try:
+            async for data in call.events():
+                out = tr.feed(data)
+                if out:
+                    if rec.ttft is None:
+                        rec.ttft = _perf() - t0
+                    await send({"type": "http.response.body", "body": out, "more_body": True})
+                if tr.done:
+                    break
+            if not tr.done:
+                raise StreamInterrupted("The upstream stream ended before it was complete.")
+        except GatewayError as err:
+            # Headers are gone: report in-band, as OpenAI does, and end without [DONE].
+            rec.usage = tr.usage
+            rec.error_type = err.code or err.type
+            log.warning("%s stream failed: %s", ctx.response_id, err.message)
+            watcher.cancel()
+            await send({"type": "http.response.body", "body": b"data: " + err.body() + b"\n\n"})
+            return
+        rec.usage = tr.usage
+        watcher.cancel()
+        await send({"type": "http.response.body", "body": DONE})
+
+
+def _record(gw: Gateway, rid: str, rec: _Record, t0: float) -> None:
+    u = rec.usage
+    gw.writer.record(
+        UsageRow(
+            request_id=rid,
+            created=time.time(),
+            key_id=rec.key_id,
+            model=rec.model,
+            provider=rec.provider,
+            upstream_model=rec.upstream_model,
+            stream=rec.stream,
+            status=rec.status,
+            error_type=rec.error_type,
+            prompt_tokens=u.prompt_tokens if u else None,
+            completion_tokens=u.completion_tokens if u else None,
+            total_tokens=u.total_tokens if u else None,
+            cached_tokens=u.cached_tokens if u else None,
+            reasoning_tokens=u.reasoning_tokens if u else None,
+            latency_ms=(_perf() - t0) * 1000.0,
+            ttft_ms=rec.ttft * 1000.0 if rec.ttft is not None else None,
+            upstream_request_id=rec.upstream_request_id,
+        )
+    )

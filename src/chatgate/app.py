@@ -1,0 +1,202 @@
+"""ASGI assembly: routes, lifespan (open pools, start the usage writer), and the banner.
+
+The only place with process-wide state: one :class:`Gateway` per app, built at start-up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from typing import Any
+
+from . import __version__
+from .api.admin import handle_admin
+from .api.chat import handle_chat
+from .api.http import Receive, Scope, Send, send_error, send_json
+from .api.models import handle_models
+from .auth import Authenticator
+from .config import Config
+from .errors import GatewayError, NotFound
+from .router import Router, needs_sandbox
+from .store import Store
+from .store.writer import UsageWriter
+from .upstream import Upstream
+
+log = logging.getLogger("chatgate")
+
+CHAT_PATHS = frozenset({"/chat/chat/completions", "/chat/completions", "/v1/chat/completions"})
+MODEL_PREFIXES = ("/chat/models", "/v1/models", "/models")
+
+
+class _NoRoutes(Router):
+    def __init__(self) -> None:
+        self.routes = {}
+        self.unavailable = {}
+        self._rr = {}
+
+
+_EMPTY_ROUTER = _NoRoutes()
+
+
+class Gateway:
+    """Everything a request needs, created once in the lifespan."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.store = Store(cfg.database_url)
+        self.auth = Authenticator(self.store, cfg.master_key, cfg.key_cache_seconds)
+        self.writer = UsageWriter(self.store, cfg.usage.flush_interval, cfg.usage.batch_size)
+        self.upstream = Upstream()
+        self.router: Router = Router(cfg, None) if not needs_sandbox(cfg) else _EMPTY_ROUTER
+        self.sandbox: Any = None
+
+    async def start(self) -> None:
+        await asyncio.to_thread(self.store.migrate)
+        if needs_sandbox(self.cfg):
+            from . import sandbox
+
+            self.sandbox = await sandbox.start("127.0.0.1", 0)
+        self.router = Router(self.cfg, self.sandbox.base_url if self.sandbox else None)
+        await self.upstream.start()
+        self.writer.start()
+
+    async def stop(self) -> None:
+        await self.writer.close()
+        log.info(
+            "chatgate stopped: %d usage rows written, %d unwritten",
+            self.writer.written,
+            self.writer.pending,
+        )
+        await self.upstream.close()
+        if self.sandbox is not None:
+            await self.sandbox.close()
+        await asyncio.to_thread(self.store.close)
+
+    def banner(self, host: str, port: int) -> str:
+        lines = [f"Chatgate {__version__} listening on http://{host}:{port}"]
+        lines.append(f"  OpenAI base_url: http://{host}:{port}/chat   (or /v1)")
+        lines.append(f"  database: {_redact_url(self.cfg.database_url)}")
+        lines.append(
+            "  admin API: "
+            + (
+                "enabled (master key set)"
+                if self.cfg.master_key
+                else "disabled (set CHATGATE_MASTER_KEY to enable)"
+            )
+        )
+        lines.append(f"  models: {len(self.router.routes)} available")
+        lines.append("  create an API key: chatgate keys create --name me")
+        if self.sandbox is not None:
+            sandboxed = sorted(
+                {t.provider_name for ts in self.router.routes.values() for t in ts if t.sandboxed}
+            )
+            lines.append(
+                f"  SANDBOX: providers {', '.join(sandboxed)} are served by the local emulator "
+                f"at {self.sandbox.base_url} (no vendor API key set) - answers are synthetic"
+            )
+        for model, why in sorted(self.router.unavailable.items()):
+            lines.append(f"  unavailable: {model}: {why}")
+        pending = sorted(
+            {t.protocol for ts in self.router.routes.values() for t in ts if t.module is None}
+        )
+        if pending:
+            lines.append(
+                f"  note: protocol(s) {', '.join(pending)} not implemented yet; "
+                "their models answer 501"
+            )
+        return "\n".join(lines)
+
+
+def _redact_url(url: str) -> str:
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
+    return url
+
+
+class App:
+    """The ASGI application."""
+
+    def __init__(self, cfg: Config, on_ready: Any = None) -> None:
+        self.cfg = cfg
+        self.gw: Gateway | None = None
+        self._on_ready = on_ready
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            msg = await receive()
+            if msg["type"] == "lifespan.startup":
+                try:
+                    self.gw = Gateway(self.cfg)
+                    await self.gw.start()
+                except Exception as exc:
+                    log.exception("start-up failed")
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                if self._on_ready is not None:
+                    self._on_ready(self.gw)
+                await send({"type": "lifespan.startup.complete"})
+            elif msg["type"] == "lifespan.shutdown":
+                if self.gw is not None:
+                    await self.gw.stop()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        gw = self.gw
+        assert gw is not None
+        path: str = scope["path"]
+        method: str = scope["method"]
+        try:
+            if path in CHAT_PATHS:
+                if method != "POST":
+                    raise _method(method, path)
+                await handle_chat(gw, scope, receive, send)
+            elif path.startswith(MODEL_PREFIXES):
+                if method != "GET":
+                    raise _method(method, path)
+                await handle_models(gw, scope, receive, send)
+            elif path == "/health":
+                await send_json(send, 200, {"status": "ok"})
+            elif path == "/ready":
+                await self._ready(gw, send)
+            elif path.startswith("/admin/"):
+                await handle_admin(gw, scope, receive, send)
+            else:
+                raise NotFound(f"Unknown request URL: {method} {path}.", code="unknown_url")
+        except GatewayError as err:
+            await send_error(send, err)
+
+    async def _ready(self, gw: Gateway, send: Send) -> None:
+        try:
+            await asyncio.wait_for(asyncio.to_thread(gw.store.ping), 5)
+        except Exception as exc:
+            log.warning("readiness check failed: %s", type(exc).__name__)
+            await send_json(
+                send,
+                503,
+                {"status": "unavailable", "database": "unreachable"},
+            )
+            return
+        await send_json(send, 200, {"status": "ready", "database": "ok"})
+
+
+def _method(method: str, path: str) -> GatewayError:
+    return GatewayError(
+        f"Method {method} is not allowed on {path}.",
+        status=405,
+        type="invalid_request_error",
+        code="method_not_allowed",
+    )
+
+
+def print_banner(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)

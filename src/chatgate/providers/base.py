@@ -1,0 +1,180 @@
+"""What every provider module implements, and the model-profile rules they all apply.
+
+A provider is pure: it turns a validated :class:`ChatRequest` into an :class:`UpstreamRequest`,
+and upstream bytes back into OpenAI-shaped bytes. No network, database or clock.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import msgspec
+from msgspec import Struct
+
+from ..config import Deployment, Profile, Provider
+from ..errors import GatewayError, InvalidRequest
+from ..schema import ChatRequest, Usage
+
+
+class UpstreamRequest(Struct):
+    url: str
+    headers: dict[str, str]
+    body: bytes
+    stream: bool
+
+
+class Context(Struct):
+    """Per-request facts a translator needs to shape the answer."""
+
+    response_id: str  # chatcmpl-...
+    created: int
+    public_model: str  # the name the client asked for
+    include_usage: bool  # the client asked for the usage chunk
+    dropped: list[str] = msgspec.field(default_factory=list)
+
+
+class StreamTranslator(Protocol):
+    usage: Usage | None
+    finish_reason: str | None
+    done: bool
+
+    def feed(self, data: bytes) -> bytes:
+        """One upstream SSE data payload -> zero or more client SSE frames (bytes)."""
+        ...
+
+
+class ProviderModule(Protocol):
+    def build_request(
+        self, req: ChatRequest, dep: Deployment, provider: Provider, ctx: Context
+    ) -> UpstreamRequest: ...
+
+    def parse_response(self, body: bytes, ctx: Context) -> tuple[bytes, Usage | None]: ...
+
+    def parse_error(
+        self, status: int, headers: dict[str, str], body: bytes, secret: str | None
+    ) -> GatewayError: ...
+
+    def stream_translator(self, ctx: Context) -> StreamTranslator: ...
+
+
+# --- model profiles --------------------------------------------------------------------
+
+
+def _reject_or_drop(
+    param: str, message: str, code: str, drop: bool, changes: dict[str, Any], dropped: list[str]
+) -> None:
+    if drop:
+        changes[param] = None
+        dropped.append(param)
+        return
+    raise InvalidRequest(message, param=param, code=code)
+
+
+def apply_profile(
+    req: ChatRequest, dep: Deployment, profile: Profile, public_model: str
+) -> tuple[ChatRequest, list[str]]:
+    """Apply deployment defaults and the upstream model's profile.
+
+    Returns the request to translate and the parameters dropped (only when the deployment
+    allows dropping); raises InvalidRequest naming the parameter otherwise.
+    """
+    changes: dict[str, Any] = {}
+    for k, v in dep.params.items():
+        if getattr(req, k) is None:
+            changes[k] = v
+    if changes:
+        req = msgspec.structs.replace(req, **changes)
+        changes = {}
+    dropped: list[str] = []
+    drop = dep.drop_unsupported
+    what = f"model '{public_model}'"
+
+    ceiling = profile.max_output_tokens
+    if ceiling is not None:
+        for p in ("max_tokens", "max_completion_tokens"):
+            v = getattr(req, p)
+            if v is not None and v > ceiling:
+                raise InvalidRequest(
+                    f"Invalid '{p}': {v} is greater than the maximum of {ceiling} output "
+                    f"tokens of {what}.",
+                    param=p,
+                    code="integer_above_max_value",
+                )
+
+    for p in profile.unsupported:
+        v = getattr(req, p)
+        if v is not None and v is not False:
+            _reject_or_drop(
+                p,
+                f"Unsupported parameter: '{p}' is not supported with {what}.",
+                "unsupported_parameter",
+                drop,
+                changes,
+                dropped,
+            )
+
+    for p, (lo, hi) in profile.ranges.items():
+        v = getattr(req, p)
+        if v is not None and not lo <= v <= hi:
+            _reject_or_drop(
+                p,
+                f"Unsupported value: '{p}' must be between {lo:g} and {hi:g} with {what}, got {v}.",
+                "unsupported_value",
+                drop,
+                changes,
+                dropped,
+            )
+
+    for group in profile.exclusive:
+        present = [p for p in group if getattr(req, p) is not None and p not in changes]
+        if len(present) > 1:
+            first, *rest = present
+            for p in rest:
+                _reject_or_drop(
+                    p,
+                    f"'{first}' and '{p}' cannot both be specified for {what}. "
+                    "Please use only one.",
+                    "unsupported_parameter",
+                    drop,
+                    changes,
+                    dropped,
+                )
+
+    r = profile.reasoning
+    if r is not None:
+        effort = req.reasoning_effort
+        if effort is not None and effort not in r.efforts:
+            raise InvalidRequest(
+                f"Unsupported value: 'reasoning_effort' does not support '{effort}' with "
+                f"{what}. Supported values are: {', '.join(r.efforts)}.",
+                param="reasoning_effort",
+                code="unsupported_value",
+            )
+        if (effort or r.default) != "none":
+            for p in r.sampling_only_without:
+                v = getattr(req, p)
+                if v is None or v is False or v == profile.defaults.get(p, object()):
+                    continue
+                _reject_or_drop(
+                    p,
+                    f"Unsupported value: '{p}' does not support {_show(v)} with {what} at "
+                    f"reasoning effort '{effort or r.default}'. Only the default value is "
+                    "supported; set reasoning_effort to 'none' to use it.",
+                    "unsupported_value",
+                    drop,
+                    changes,
+                    dropped,
+                )
+
+    for src, dst in profile.renames.items():
+        v = changes.get(src, getattr(req, src))
+        if v is not None:
+            changes[src] = None
+            changes[dst] = v
+    if changes:
+        req = msgspec.structs.replace(req, **changes)
+    return req, dropped
+
+
+def _show(v: Any) -> str:
+    return "true" if v is True else str(v)

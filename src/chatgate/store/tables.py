@@ -1,0 +1,54 @@
+"""SQLAlchemy Core tables: the same definitions serve SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+)
+
+metadata = MetaData()
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("key_hash", String(64), nullable=False, unique=True),  # SHA-256 hex; never the key
+    Column("key_prefix", String(16), nullable=False),  # "sk-cg-ab12": enough to recognise it
+    Column("models", JSON, nullable=True),  # null = every model
+    Column("created", Float, nullable=False),
+    Column("revoked", Float, nullable=True),
+)
+
+usage = Table(
+    "usage",
+    metadata,
+    Column("request_id", String(64), primary_key=True),
+    Column("created", Float, nullable=False),
+    Column("key_id", String(32), nullable=True),
+    Column("model", String(200), nullable=True),  # the name the client asked for
+    Column("provider", String(100), nullable=True),
+    Column("upstream_model", String(200), nullable=True),
+    Column("stream", Boolean, nullable=False, default=False),
+    Column("status", Integer, nullable=False),
+    Column("error_type", String(100), nullable=True),
+    Column("prompt_tokens", Integer, nullable=True),
+    Column("completion_tokens", Integer, nullable=True),
+    Column("total_tokens", Integer, nullable=True),
+    Column("cached_tokens", Integer, nullable=True),
+    Column("reasoning_tokens", Integer, nullable=True),
+    Column("latency_ms", Float, nullable=False),
+    Column("ttft_ms", Float, nullable=True),
+    Column("upstream_request_id", String(200), nullable=True),
+)
+
+Index("ix_usage_created", usage.c.created)
+Index("ix_usage_key_created", usage.c.key_id, usage.c.created)

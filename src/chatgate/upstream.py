@@ -1,0 +1,144 @@
+"""The pooled HTTP client to the vendors: one aiohttp session per process, keep-alive,
+an SSE reader, and the four timeouts (connect, first byte, idle between chunks, total)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from types import TracebackType
+
+import aiohttp
+
+from .config import Timeouts
+from .errors import StreamInterrupted, UpstreamTimeout, UpstreamUnavailable
+from .providers.base import UpstreamRequest
+
+
+class Upstream:
+    def __init__(self, max_connections: int = 1024) -> None:
+        self._max = max_connections
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        connector = aiohttp.TCPConnector(
+            limit=self._max, limit_per_host=0, keepalive_timeout=60, ttl_dns_cache=300
+        )
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=aiohttp.ClientTimeout(total=None),
+            auto_decompress=True,
+            skip_auto_headers=("User-Agent",),
+            headers={"User-Agent": "chatgate/0.1"},
+        )
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def send(self, ureq: UpstreamRequest, timeouts: Timeouts) -> Call:
+        assert self._session is not None, "Upstream.start() was not awaited"
+        return Call(self._session, ureq, timeouts)
+
+
+class Call:
+    """One upstream call: ``async with upstream.send(...) as call`` gives the status and
+    headers once the first byte arrived; then ``await call.read()`` or ``call.events()``."""
+
+    def __init__(
+        self, session: aiohttp.ClientSession, ureq: UpstreamRequest, timeouts: Timeouts
+    ) -> None:
+        self._session = session
+        self._ureq = ureq
+        self._t = timeouts
+        self._resp: aiohttp.ClientResponse | None = None
+        self._deadline = 0.0
+        self.status = 0
+        self.headers: dict[str, str] = {}
+
+    async def __aenter__(self) -> Call:
+        loop = asyncio.get_running_loop()
+        t = self._t
+        self._deadline = loop.time() + t.total
+        timeout = aiohttp.ClientTimeout(total=None, connect=t.connect, sock_connect=t.connect)
+        try:
+            async with asyncio.timeout(min(t.first_byte, t.total)):
+                self._resp = await self._session.post(
+                    self._ureq.url,
+                    data=self._ureq.body,
+                    headers=self._ureq.headers,
+                    timeout=timeout,
+                )
+        except TimeoutError:
+            raise UpstreamTimeout(
+                "The upstream provider did not answer in time.", code="upstream_timeout"
+            ) from None
+        except aiohttp.ClientConnectorError:
+            raise UpstreamUnavailable("The upstream provider could not be reached.") from None
+        except (aiohttp.ClientError, OSError) as exc:
+            raise UpstreamUnavailable(
+                f"The connection to the upstream provider failed ({type(exc).__name__})."
+            ) from None
+        self.status = self._resp.status
+        self.headers = {k.lower(): v for k, v in self._resp.headers.items()}
+        return self
+
+    async def __aexit__(
+        self,
+        et: type[BaseException] | None,
+        ev: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        resp = self._resp
+        if resp is not None:
+            if et is None and resp.content.at_eof():
+                resp.release()
+            else:
+                resp.close()  # an unfinished body: drop the connection, don't reuse it
+
+    async def read(self) -> bytes:
+        assert self._resp is not None
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(max(0.0, self._deadline - loop.time())):
+                return await self._resp.read()
+        except TimeoutError:
+            raise UpstreamTimeout("The upstream provider did not finish in time.") from None
+        except (aiohttp.ClientError, OSError):
+            raise UpstreamUnavailable(
+                "The upstream connection broke before the response was complete."
+            ) from None
+
+    async def events(self) -> AsyncIterator[bytes]:
+        """Yield the data payload of each SSE event (``data:`` lines joined by newlines)."""
+        assert self._resp is not None
+        content = self._resp.content
+        loop = asyncio.get_running_loop()
+        idle, deadline = self._t.idle, self._deadline
+        data: list[bytes] = []
+        while True:
+            # The timeout wraps only the read: the consumer's own awaits between two events
+            # (writing to a slow client) must not count as upstream idleness.
+            try:
+                async with asyncio.timeout_at(min(loop.time() + idle, deadline)):
+                    line = await content.readline()
+            except TimeoutError:
+                raise StreamInterrupted(
+                    "The upstream stream stalled.", code="upstream_timeout", status=504
+                ) from None
+            except (aiohttp.ClientError, OSError):
+                raise StreamInterrupted("The upstream stream broke off.") from None
+            if not line:
+                break
+            line = line.rstrip(b"\r\n")
+            if not line:
+                if data:
+                    yield data[0] if len(data) == 1 else b"\n".join(data)
+                    data = []
+                continue
+            if line.startswith(b"data:"):
+                v = line[5:]
+                data.append(v[1:] if v.startswith(b" ") else v)
+            # "event:", "id:", "retry:" and ":" comments carry nothing needed here
+        if data:
+            yield b"\n".join(data)

@@ -1,0 +1,144 @@
+"""Test support: run the real gateway as a subprocess on a free loopback port."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+FIXTURES = SHARED / "protocols" / "fixtures"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    """A `chatgate serve` subprocess with its own config and SQLite database."""
+
+    def __init__(self, workdir: Path, extra: dict[str, Any] | None = None) -> None:
+        self.workdir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.master_key = "mk-test-" + os.urandom(8).hex()
+        self.db_path = workdir / "chatgate.db"
+        cfg: dict[str, Any] = {
+            "listen": {"host": "127.0.0.1", "port": self.port},
+            "database_url": f"sqlite:///{self.db_path}",
+            "master_key": "${TEST_MASTER_KEY}",
+            "sandbox": True,
+            "usage": {"flush_interval": 0.05},
+        }
+        cfg.update(extra or {})
+        self.config_path = workdir / "chatgate.yaml"
+        self.config_path.write_text(yaml.safe_dump(cfg))
+        self.log_path = workdir / "server.log"
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 20.0) -> Server:
+        env = dict(os.environ, TEST_MASTER_KEY=self.master_key)
+        for k in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY"):
+            env.pop(k, None)
+        self._log = open(self.log_path, "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "chatgate", "serve", "--config", str(self.config_path)],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=self.workdir,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"gateway exited early:\n{self.log()}")
+            try:
+                if httpx.get(self.url + "/health", timeout=0.5).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"gateway did not start:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        return int(self.proc.returncode)
+
+    # --- helpers -----------------------------------------------------------------------
+
+    def admin(self, method: str, path: str, **kw: Any) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {self.master_key}"}
+        return httpx.request(method, self.url + path, headers=headers, timeout=10, **kw)
+
+    def create_key(self, name: str = "test", models: list[str] | None = None) -> str:
+        r = self.admin("POST", "/admin/keys", json={"name": name, "models": models})
+        assert r.status_code == 201, r.text
+        return str(r.json()["key"])
+
+    def usage_rows(self) -> list[dict[str, Any]]:
+        con = sqlite3.connect(self.db_path)
+        con.row_factory = sqlite3.Row
+        try:
+            return [dict(r) for r in con.execute("SELECT * FROM usage ORDER BY created")]
+        finally:
+            con.close()
+
+    def wait_usage(self, count: int, timeout: float = 10.0) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout
+        rows = self.usage_rows()
+        while len(rows) < count and time.monotonic() < deadline:
+            time.sleep(0.05)
+            rows = self.usage_rows()
+        return rows
+
+
+class ThreadedSandbox:
+    """The vendor emulator on its own event loop in a background thread (test side)."""
+
+    def __init__(self, api_key: str | None = None) -> None:
+        import asyncio
+        import threading
+
+        from chatgate import sandbox
+
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread.start()
+        fut = asyncio.run_coroutine_threadsafe(sandbox.start(api_key=api_key), self._loop)
+        self._sb = fut.result(10)
+        self.base_url: str = self._sb.base_url
+        self.openai_base_url: str = self._sb.openai_base_url
+
+    def requests(self) -> list[dict[str, Any]]:
+        return list(httpx.get(self.base_url + "/_sandbox/requests").json())
+
+    def close(self) -> None:
+        import asyncio
+
+        asyncio.run_coroutine_threadsafe(self._sb.close(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
