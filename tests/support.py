@@ -107,6 +107,15 @@ class Server:
         finally:
             con.close()
 
+    def wait_usage_ids(self, ids: set[str], timeout: float = 10.0) -> dict[str, dict[str, Any]]:
+        """Wait until the rows of these request ids are written; return them by id."""
+        deadline = time.monotonic() + timeout
+        while True:
+            rows = {r["request_id"]: r for r in self.usage_rows() if r["request_id"] in ids}
+            if len(rows) == len(ids) or time.monotonic() > deadline:
+                return rows
+            time.sleep(0.05)
+
     def wait_usage(self, count: int, timeout: float = 10.0) -> list[dict[str, Any]]:
         deadline = time.monotonic() + timeout
         rows = self.usage_rows()
@@ -142,3 +151,12 @@ class ThreadedSandbox:
         asyncio.run_coroutine_threadsafe(self._sb.close(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
+
+
+def sandbox_url(server: Server) -> str:
+    """The in-process sandbox's URL, as the gateway's banner announced it."""
+    import re
+
+    m = re.search(r"local emulator at (http://127\.0\.0\.1:\d+)", server.log())
+    assert m, server.log()
+    return m.group(1)

@@ -60,11 +60,13 @@ class Deployment(_C):
     protocol: Protocol | None = None
     params: dict[str, Any] = field(default_factory=dict)
     options: dict[str, Any] = field(default_factory=dict)
-    drop_unsupported: bool = False
+    drop_unsupported_params: bool = False
 
 
 class Profile(_C):
     max_output_tokens: int | None = None
+    default_max_tokens: int | None = None  # sent when the client gives none (Anthropic needs one)
+    native_json_schema: bool = False  # Anthropic: output_config.format structured outputs
     renames: dict[str, str] = field(default_factory=dict)
     unsupported: list[str] = field(default_factory=list)
     ranges: dict[str, list[float]] = field(default_factory=dict)

@@ -11,10 +11,11 @@ from types import ModuleType
 from msgspec import Struct
 
 from .config import Config, Deployment, Profile, Provider, find_profile
+from .providers import anthropic
 from .providers import openai as openai_chat
 
 # The upstream protocols this build can translate.
-MODULES: dict[str, ModuleType] = {"openai": openai_chat}
+MODULES: dict[str, ModuleType] = {"openai": openai_chat, "anthropic": anthropic}
 # The protocols the local sandbox emulates; other protocols' models are served through the
 # sandbox's OpenAI Chat emulator until their own emulator exists.
 SANDBOX_PROTOCOLS = ("openai",)

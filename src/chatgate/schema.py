@@ -105,6 +105,15 @@ class CustomToolCall(_S, tag_field="type", tag="custom"):
     custom: CustomCall
 
 
+class ThinkingBlock(_S, tag_field="type", tag="thinking"):
+    thinking: str
+    signature: str | None = None
+
+
+class RedactedThinkingBlock(_S, tag_field="type", tag="redacted_thinking"):
+    data: str
+
+
 class _Msg(_S, tag_field="role"):
     pass
 
@@ -138,6 +147,10 @@ class AssistantMessage(_Msg, tag="assistant"):
     # Response-only metadata that SDK users send back when they append the returned
     # message object to the history; OpenAI accepts it, so do we.
     annotations: list[dict[str, Any]] | None = None
+    # Extensions the gateway returns for reasoning models, sent back on later turns so
+    # that signed thinking can be replayed (Anthropic); plain OpenAI upstreams ignore them.
+    reasoning_content: str | None = None
+    thinking_blocks: list[ThinkingBlock | RedactedThinkingBlock] | None = None
 
 
 class ToolMessage(_Msg, tag="tool"):
@@ -493,6 +506,34 @@ class Usage(Struct, omit_defaults=False):
     total_tokens: int = 0
     cached_tokens: int | None = None
     reasoning_tokens: int | None = None
+    cache_write_tokens: int | None = None
+
+    def plus(self, o: Usage) -> Usage:
+        def add(a: int | None, b: int | None) -> int | None:
+            return None if a is None and b is None else (a or 0) + (b or 0)
+
+        return Usage(
+            prompt_tokens=self.prompt_tokens + o.prompt_tokens,
+            completion_tokens=self.completion_tokens + o.completion_tokens,
+            total_tokens=self.total_tokens + o.total_tokens,
+            cached_tokens=add(self.cached_tokens, o.cached_tokens),
+            reasoning_tokens=add(self.reasoning_tokens, o.reasoning_tokens),
+            cache_write_tokens=add(self.cache_write_tokens, o.cache_write_tokens),
+        )
+
+    def to_openai(self) -> dict[str, Any]:
+        ptd: dict[str, Any] = {"cached_tokens": self.cached_tokens or 0}
+        if self.cache_write_tokens:
+            ptd["cache_write_tokens"] = self.cache_write_tokens
+        out: dict[str, Any] = {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.total_tokens,
+            "prompt_tokens_details": ptd,
+        }
+        if self.reasoning_tokens is not None:
+            out["completion_tokens_details"] = {"reasoning_tokens": self.reasoning_tokens}
+        return out
 
     @classmethod
     def from_openai(cls, u: dict[str, Any] | None) -> Usage | None:

@@ -9,7 +9,7 @@ import jsonschema
 import openai
 import pytest
 
-from tests.support import Server
+from tests.support import Server, sandbox_url
 
 CATALOG = [
     "gpt-5.1", "gpt-5.1-all", "gpt-5.1-thinking", "gpt-5.1-thinking-all", "gpt-5.2", "gpt-5.3",
@@ -333,16 +333,16 @@ def test_stream_cut_midway_raises_in_sdk(client: openai.OpenAI) -> None:
 
 
 def test_every_request_is_recorded(server: Server, client: openai.OpenAI) -> None:
-    before = len(server.wait_usage(0))
     r = client.chat.completions.create(
         model="gemini-2.5-pro", messages=[{"role": "user", "content": "count me"}]
     )
-    with pytest.raises(openai.BadRequestError):
+    with pytest.raises(openai.BadRequestError) as e:
         client.chat.completions.create(
             model="gemini-2.5-pro", messages=[{"role": "user", "content": "x"}], top_p=5
         )
-    rows = server.wait_usage(before + 2)
-    row = next(x for x in rows if x["request_id"] == r.id)
+    bad_id = e.value.response.headers["x-request-id"]
+    rows = server.wait_usage_ids({r.id, bad_id})
+    row = rows[r.id]
     assert row["model"] == "gemini-2.5-pro"
     assert row["upstream_model"] == "gemini-2.5-pro"
     assert row["provider"] == "gemini"
@@ -350,4 +350,61 @@ def test_every_request_is_recorded(server: Server, client: openai.OpenAI) -> Non
     assert row["prompt_tokens"] == r.usage.prompt_tokens  # type: ignore[union-attr]
     assert row["completion_tokens"] == r.usage.completion_tokens  # type: ignore[union-attr]
     assert row["latency_ms"] > 0
-    assert any(x["status"] == 400 and x["error_type"] == "invalid_value" for x in rows)
+    assert rows[bad_id]["status"] == 400 and rows[bad_id]["error_type"] == "invalid_value"
+
+
+def test_stream_idle_timeout_ends_stream_with_error_event(server: Server, api_key: str) -> None:
+    body = {
+        "model": "gpt-5.2",
+        "messages": [{"role": "user", "content": "slow [sandbox:chunk_delay=3000]"}],
+        "stream": True,
+    }
+    with httpx.stream(
+        "POST",
+        server.url + "/chat/completions",
+        json=body,
+        headers={"Authorization": f"Bearer {api_key}"},
+        timeout=20,
+    ) as r:
+        assert r.status_code == 200
+        raw = b"".join(r.iter_bytes()).decode()
+    last = raw.strip().split("\n\n")[-1]
+    assert "[DONE]" not in raw
+    err = json.loads(last.removeprefix("data: "))["error"]
+    assert err["code"] == "upstream_timeout" and set(err) == {"message", "type", "param", "code"}
+
+
+def test_client_disconnect_mid_stream_is_recorded(server: Server, api_key: str) -> None:
+    body = {
+        "model": "gpt-5.4",
+        "messages": [{"role": "user", "content": "long [sandbox:chunk_delay=200]"}],
+        "stream": True,
+    }
+    with httpx.stream(
+        "POST",
+        server.url + "/chat/completions",
+        json=body,
+        headers={"Authorization": f"Bearer {api_key}"},
+    ) as r:
+        rid = r.headers["x-request-id"]
+        next(r.iter_bytes())
+    row = server.wait_usage_ids({rid}).get(rid)
+    assert row is not None
+    assert row["status"] == 499 and row["error_type"] == "client_disconnected"
+    assert row["stream"] == 1
+
+
+def test_upstream_sees_the_translated_request(server: Server, client: openai.OpenAI) -> None:
+    vendor = sandbox_url(server) + "/_sandbox/requests"
+    httpx.delete(vendor)
+    client.chat.completions.create(
+        model="gpt-5.1-thinking",
+        messages=[{"role": "user", "content": "hi"}],
+        max_tokens=300,
+        stream=True,
+    ).close()
+    seen = httpx.get(vendor).json()[-1]["body"]
+    assert seen["model"] == "gpt-5.1"
+    assert seen["reasoning_effort"] == "high"  # the -thinking deployment default
+    assert seen["max_completion_tokens"] == 300 and "max_tokens" not in seen
+    assert seen["stream_options"] == {"include_usage": True}

@@ -10,13 +10,14 @@ from typing import Any
 import msgspec
 import pytest
 
-from chatgate.config import Deployment, Provider
+from chatgate.config import Deployment, Profile, Provider
 from chatgate.errors import InvalidRequest, NotFound, RateLimited, StreamInterrupted, UpstreamError
 from chatgate.providers import openai as p
 from chatgate.providers.base import Context
 from chatgate.schema import decode_request
 from tests.support import FIXTURES
 
+PROF = Profile()
 PROV = Provider(protocol="openai", base_url="https://api.example/v1/", api_key="sk-up-secret-1")
 DEP = Deployment(provider="openai", model="gpt-5.1")
 
@@ -34,7 +35,7 @@ def req(**kw: Any) -> Any:
 
 
 def test_build_request_maps_model_and_forces_usage_when_streaming() -> None:
-    u = p.build_request(req(stream=True, temperature=0.5), DEP, PROV, ctx())
+    u = p.build_request(req(stream=True, temperature=0.5), DEP, PROV, ctx(), PROF)
     assert u.url == "https://api.example/v1/chat/completions"
     assert u.headers["Authorization"] == "Bearer sk-up-secret-1"
     body = json.loads(u.body)
@@ -46,12 +47,12 @@ def test_build_request_maps_model_and_forces_usage_when_streaming() -> None:
 
 def test_build_request_keeps_obfuscation_choice() -> None:
     r = req(stream=True, stream_options={"include_obfuscation": False})
-    body = json.loads(p.build_request(r, DEP, PROV, ctx()).body)
+    body = json.loads(p.build_request(r, DEP, PROV, ctx(), PROF).body)
     assert body["stream_options"] == {"include_usage": True, "include_obfuscation": False}
 
 
 def test_build_request_non_stream_has_no_stream_options() -> None:
-    body = json.loads(p.build_request(req(), DEP, PROV, ctx()).body)
+    body = json.loads(p.build_request(req(), DEP, PROV, ctx(), PROF).body)
     assert "stream_options" not in body and "stream" not in body
 
 

@@ -54,7 +54,7 @@ def test_deployment_params_are_defaults_the_client_can_override() -> None:
         ("claude-4-whatever", {"temperature": 1.2}, "temperature", "unsupported_value"),
         ("claude-sonnet-4-6", {"temperature": 0.2, "top_p": 0.2}, "top_p",
          "unsupported_parameter"),
-        ("claude-opus-4-7", {"n": 2}, "n", "unsupported_value"),
+        ("claude-opus-4-7", {"presence_penalty": 1}, "presence_penalty", "unsupported_parameter"),
         ("gemini-2.5-flash", {"logit_bias": {"1": 1}}, "logit_bias", "unsupported_parameter"),
     ],
 )  # fmt: skip
@@ -72,7 +72,7 @@ def test_default_values_pass_on_reasoning_models() -> None:
 
 
 def test_drop_unsupported_reports_what_was_dropped() -> None:
-    dep = Deployment(provider="p", model="claude-sonnet-4-6", drop_unsupported=True)
+    dep = Deployment(provider="p", model="claude-sonnet-4-6", drop_unsupported_params=True)
     out, dropped = run(
         "claude-sonnet-4-6", dep, temperature=0.2, top_p=0.3, seed=4, presence_penalty=1
     )

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
 from typing import TYPE_CHECKING
+
+import msgspec
 
 from ..errors import (
     GatewayError,
@@ -16,14 +19,15 @@ from ..errors import (
     StreamInterrupted,
     UpstreamError,
 )
-from ..providers.base import Context, apply_profile
-from ..schema import decode_request
+from ..providers.base import Context, StreamTranslator, UpstreamRequest, apply_profile
+from ..schema import Usage, decode_request
 from ..store import KeyRecord, UsageRow
 from .http import ClientGone, Receive, Scope, Send, check_json_content_type, read_body, send_error
 
 if TYPE_CHECKING:
     from ..app import Gateway
     from ..router import Target
+    from ..upstream import Call
 
 log = logging.getLogger("chatgate.chat")
 
@@ -61,7 +65,7 @@ class _Record:
         self.status = 500
         self.error_type: str | None = None
         self.ttft: float | None = None
-        self.usage = None
+        self.usage: Usage | None = None
         self.upstream_request_id: str | None = None
 
 
@@ -90,7 +94,14 @@ async def handle_chat(gw: Gateway, scope: Scope, receive: Receive, send: Send) -
                 f"Model '{req.model}' is served over the '{target.protocol}' protocol, "
                 "which this version of the gateway cannot translate yet.",
             )
-        req, dropped = apply_profile(req, target.deployment, target.profile, req.model)
+        module = target.module
+        req, dropped = apply_profile(
+            req, target.deployment, target.profile, req.model, module.UNSUPPORTED
+        )
+        n = req.n or 1
+        fan_out = n > 1 and not module.NATIVE_N
+        if fan_out:
+            req = msgspec.structs.replace(req, n=None)
         ctx = Context(
             response_id=rid,
             created=created,
@@ -98,14 +109,15 @@ async def handle_chat(gw: Gateway, scope: Scope, receive: Receive, send: Send) -
             include_usage=bool(req.stream_options and req.stream_options.include_usage),
             dropped=dropped,
         )
-        if dropped:
-            base_headers.append((b"x-chatgate-dropped-params", ",".join(dropped).encode()))
-        ureq = target.module.build_request(req, target.deployment, target.provider, ctx)
+        ureq = module.build_request(req, target.deployment, target.provider, ctx, target.profile)
+        if ctx.dropped:
+            base_headers.append((b"x-chatgate-dropped-params", ",".join(ctx.dropped).encode()))
         watcher = asyncio.get_running_loop().create_task(_watch_disconnect(receive, task))
+        calls = n if fan_out else 1
         if ureq.stream:
-            await _relay_stream(gw, target, ureq, ctx, rec, send, base_headers, t0, watcher)
+            await _relay_stream(gw, target, ureq, ctx, rec, send, base_headers, t0, watcher, calls)
         else:
-            await _relay_json(gw, target, ureq, ctx, rec, send, base_headers, watcher)
+            await _relay_json(gw, target, ureq, ctx, rec, send, base_headers, watcher, calls)
     except GatewayError as err:
         rec.status = err.status
         rec.error_type = err.code or err.type
@@ -172,25 +184,43 @@ async def _watch_disconnect(receive: Receive, task: asyncio.Task[None]) -> None:
             return
 
 
+async def _call_json(
+    gw: Gateway, target: Target, ureq: UpstreamRequest, ctx: Context, rec: _Record
+) -> tuple[bytes, Usage | None]:
+    module = target.module
+    assert module is not None
+    async with gw.upstream.send(ureq, target.provider.timeouts) as call:
+        rec.upstream_request_id = rec.upstream_request_id or _upstream_id(call.headers)
+        body = await call.read()
+    if call.status != 200:
+        raise module.parse_error(call.status, call.headers, body, target.provider.api_key)
+    out: bytes
+    usage: Usage | None
+    out, usage = module.parse_response(body, ctx)
+    return out, usage
+
+
+def _upstream_id(headers: dict[str, str]) -> str | None:
+    return headers.get("x-request-id") or headers.get("request-id")
+
+
 async def _relay_json(
     gw: Gateway,
     target: Target,
-    ureq: object,
+    ureq: UpstreamRequest,
     ctx: Context,
     rec: _Record,
     send: Send,
     headers: list[tuple[bytes, bytes]],
     watcher: asyncio.Task[None],
+    calls: int,
 ) -> None:
-    module = target.module
-    assert module is not None
-    async with gw.upstream.send(ureq, target.provider.timeouts) as call:  # type: ignore[arg-type]
-        rec.upstream_request_id = call.headers.get("x-request-id") or call.headers.get("request-id")
-        body = await call.read()
-    if call.status != 200:
-        raise module.parse_error(call.status, call.headers, body, target.provider.api_key)
-    out, usage = module.parse_response(body, ctx)
-    rec.usage = usage
+    if calls == 1:
+        out, rec.usage = await _call_json(gw, target, ureq, ctx, rec)
+    else:
+        out, rec.usage = _merge(
+            await asyncio.gather(*(_call_json(gw, target, ureq, ctx, rec) for _ in range(calls)))
+        )
     rec.status = 200
     watcher.cancel()
     await send(
@@ -207,51 +237,147 @@ async def _relay_json(
     await send({"type": "http.response.body", "body": out})
 
 
+def _merge(results: list[tuple[bytes, Usage | None]]) -> tuple[bytes, Usage | None]:
+    """n single-choice completions (fan-out) -> one completion with n choices, usage summed."""
+    first = msgspec.json.decode(results[0][0])
+    choices = []
+    total = Usage()
+    for i, (out, usage) in enumerate(results):
+        choice = msgspec.json.decode(out)["choices"][0]
+        choice["index"] = i
+        choices.append(choice)
+        if usage is not None:
+            total = total.plus(usage)
+    first["choices"] = choices
+    first["usage"] = total.to_openai()
+    return msgspec.json.encode(first), total
+
+
 async def _relay_stream(
     gw: Gateway,
     target: Target,
-    ureq: object,
+    ureq: UpstreamRequest,
     ctx: Context,
     rec: _Record,
     send: Send,
     headers: list[tuple[bytes, bytes]],
     t0: float,
     watcher: asyncio.Task[None],
+    calls: int,
 ) -> None:
     module = target.module
     assert module is not None
-    async with gw.upstream.send(ureq, target.provider.timeouts) as call:  # type: ignore[arg-type]
-        rec.upstream_request_id = call.headers.get("x-request-id") or call.headers.get("request-id")
-        if call.status != 200:
-            body = await call.read()
-            raise module.parse_error(call.status, call.headers, body, target.provider.api_key)
-        tr = module.stream_translator(ctx)
+    # Open every upstream call first: an error before any byte is a plain HTTP error.
+    async with contextlib.AsyncExitStack() as stack:
+        opened = []
+        for _ in range(calls):
+            call = await stack.enter_async_context(gw.upstream.send(ureq, target.provider.timeouts))
+            rec.upstream_request_id = rec.upstream_request_id or _upstream_id(call.headers)
+            if call.status != 200:
+                body = await call.read()
+                raise module.parse_error(call.status, call.headers, body, target.provider.api_key)
+            opened.append(call)
+        if calls == 1:
+            translators = [module.stream_translator(ctx)]
+        else:  # fan-out: choice i comes from call i; one usage chunk at the end
+            translators = [
+                module.stream_translator(
+                    msgspec.structs.replace(ctx, choice_index=i, usage_chunk=False)
+                )
+                for i in range(calls)
+            ]
         await send(
             {"type": "http.response.start", "status": 200, "headers": [*SSE_HEADERS, *headers]}
         )
         rec.status = 200
         try:
-            async for data in call.events():
-                out = tr.feed(data)
-                if out:
-                    if rec.ttft is None:
-                        rec.ttft = _perf() - t0
-                    await send({"type": "http.response.body", "body": out, "more_body": True})
-                if tr.done:
-                    break
-            if not tr.done:
-                raise StreamInterrupted("The upstream stream ended before it was complete.")
+            if calls == 1:
+                await _pump(opened[0], translators[0], send, rec, t0)
+            else:
+                await _pump_many(opened, translators, send, rec, t0)
         except GatewayError as err:
             # Headers are gone: report in-band, as OpenAI does, and end without [DONE].
-            rec.usage = tr.usage
+            rec.usage = _sum_usage(translators)
             rec.error_type = err.code or err.type
             log.warning("%s stream failed: %s", ctx.response_id, err.message)
             watcher.cancel()
             await send({"type": "http.response.body", "body": b"data: " + err.body() + b"\n\n"})
             return
-        rec.usage = tr.usage
+        rec.usage = _sum_usage(translators)
+        tail = DONE
+        if calls > 1 and ctx.include_usage and rec.usage is not None:
+            chunk = {
+                "id": ctx.response_id,
+                "object": "chat.completion.chunk",
+                "created": ctx.created,
+                "model": ctx.public_model,
+                "choices": [],
+                "usage": rec.usage.to_openai(),
+            }
+            tail = b"data: " + msgspec.json.encode(chunk) + b"\n\n" + DONE
         watcher.cancel()
-        await send({"type": "http.response.body", "body": DONE})
+        await send({"type": "http.response.body", "body": tail})
+
+
+async def _pump(call: Call, tr: StreamTranslator, send: Send, rec: _Record, t0: float) -> None:
+    async for data in call.events():
+        out = tr.feed(data)
+        if out:
+            if rec.ttft is None:
+                rec.ttft = _perf() - t0
+            await send({"type": "http.response.body", "body": out, "more_body": True})
+        if tr.done:
+            return
+    raise StreamInterrupted("The upstream stream ended before it was complete.")
+
+
+async def _pump_many(
+    calls: list[Call], translators: list[StreamTranslator], send: Send, rec: _Record, t0: float
+) -> None:
+    """Interleave n upstream streams into one client stream, as OpenAI does for n > 1."""
+    queue: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue()
+
+    async def reader(call: Call, tr: StreamTranslator) -> None:
+        try:
+            async for data in call.events():
+                out = tr.feed(data)
+                if out:
+                    queue.put_nowait(out)
+                if tr.done:
+                    break
+            else:
+                raise StreamInterrupted("The upstream stream ended before it was complete.")
+        except BaseException as exc:  # handed to the writer below
+            queue.put_nowait(exc)
+            return
+        queue.put_nowait(None)
+
+    tasks = [asyncio.create_task(reader(c, t)) for c, t in zip(calls, translators, strict=True)]
+    try:
+        remaining = len(tasks)
+        while remaining:
+            item = await queue.get()
+            if item is None:
+                remaining -= 1
+            elif isinstance(item, BaseException):
+                raise item
+            else:
+                if rec.ttft is None:
+                    rec.ttft = _perf() - t0
+                await send({"type": "http.response.body", "body": item, "more_body": True})
+    finally:
+        for t in tasks:
+            t.cancel()
+
+
+def _sum_usage(translators: list[StreamTranslator]) -> Usage | None:
+    usages = [t.usage for t in translators if t.usage is not None]
+    if not usages:
+        return None
+    total = usages[0]
+    for u in usages[1:]:
+        total = total.plus(u)
+    return total
 
 
 def _record(gw: Gateway, rid: str, rec: _Record, t0: float) -> None:

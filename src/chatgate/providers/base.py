@@ -31,6 +31,10 @@ class Context(Struct):
     public_model: str  # the name the client asked for
     include_usage: bool  # the client asked for the usage chunk
     dropped: list[str] = msgspec.field(default_factory=list)
+    json_tool: bool = False  # JSON output is served by a forced tool (Anthropic fallback)
+    json_tool_wrapped: bool = False  # ...whose input wraps a non-object answer in "value"
+    choice_index: int = 0  # fan-out: which choice this upstream call produces
+    usage_chunk: bool = True  # fan-out: the merged stream sends one usage chunk itself
 
 
 class StreamTranslator(Protocol):
@@ -44,8 +48,11 @@ class StreamTranslator(Protocol):
 
 
 class ProviderModule(Protocol):
+    NATIVE_N: bool  # the protocol returns n choices itself; else the gateway fans out
+    UNSUPPORTED: tuple[str, ...]  # OpenAI parameters the protocol has no equivalent for
+
     def build_request(
-        self, req: ChatRequest, dep: Deployment, provider: Provider, ctx: Context
+        self, req: ChatRequest, dep: Deployment, provider: Provider, ctx: Context, profile: Profile
     ) -> UpstreamRequest: ...
 
     def parse_response(self, body: bytes, ctx: Context) -> tuple[bytes, Usage | None]: ...
@@ -70,13 +77,24 @@ def _reject_or_drop(
     raise InvalidRequest(message, param=param, code=code)
 
 
+def _neutral(v: Any) -> bool:
+    """A value that asks for nothing (null, false, 0, empty): safe to drop silently."""
+    return v is None or v is False or (not isinstance(v, bool) and v in (0, {}, [], ""))
+
+
 def apply_profile(
-    req: ChatRequest, dep: Deployment, profile: Profile, public_model: str
+    req: ChatRequest,
+    dep: Deployment,
+    profile: Profile,
+    public_model: str,
+    protocol_unsupported: tuple[str, ...] = (),
 ) -> tuple[ChatRequest, list[str]]:
-    """Apply deployment defaults and the upstream model's profile.
+    """Apply deployment defaults, the upstream protocol's and the model's limits.
 
     Returns the request to translate and the parameters dropped (only when the deployment
-    allows dropping); raises InvalidRequest naming the parameter otherwise.
+    allows dropping); raises InvalidRequest naming the parameter otherwise. Parameters the
+    upstream cannot take but whose value asks for nothing (0, false, empty) are removed
+    silently.
     """
     changes: dict[str, Any] = {}
     for k, v in dep.params.items():
@@ -86,7 +104,7 @@ def apply_profile(
         req = msgspec.structs.replace(req, **changes)
         changes = {}
     dropped: list[str] = []
-    drop = dep.drop_unsupported
+    drop = dep.drop_unsupported_params
     what = f"model '{public_model}'"
 
     ceiling = profile.max_output_tokens
@@ -101,9 +119,13 @@ def apply_profile(
                     code="integer_above_max_value",
                 )
 
-    for p in profile.unsupported:
+    for p in (*protocol_unsupported, *profile.unsupported):
         v = getattr(req, p)
-        if v is not None and v is not False:
+        if v is None:
+            continue
+        if _neutral(v):
+            changes[p] = None
+        else:
             _reject_or_drop(
                 p,
                 f"Unsupported parameter: '{p}' is not supported with {what}.",

@@ -23,7 +23,7 @@ from typing import Any
 
 import msgspec
 
-from ..config import Deployment, Provider
+from ..config import Deployment, Profile, Provider
 from ..errors import (
     GatewayError,
     InvalidRequest,
@@ -32,19 +32,32 @@ from ..errors import (
     StreamInterrupted,
     UpstreamError,
 )
-from ..schema import ChatRequest, StreamOptions, Usage
+from ..schema import AssistantMessage, ChatRequest, StreamOptions, Usage
 from .base import Context, UpstreamRequest
 
 _decode = msgspec.json.decode
 _encode = msgspec.json.encode
 
+NATIVE_N = True
+UNSUPPORTED: tuple[str, ...] = ()
 _KEYLIKE = re.compile(r"\b(sk|key|AIza)[-_A-Za-z0-9*.]{6,}")
 
 
 def build_request(
-    req: ChatRequest, dep: Deployment, provider: Provider, ctx: Context
+    req: ChatRequest, dep: Deployment, provider: Provider, ctx: Context, profile: Profile
 ) -> UpstreamRequest:
     changes: dict[str, Any] = {"model": dep.model}
+    if any(
+        isinstance(m, AssistantMessage) and (m.reasoning_content or m.thinking_blocks)
+        for m in req.messages
+    ):
+        # the gateway's own reasoning extensions, sent back by clients: not OpenAI fields
+        changes["messages"] = [
+            msgspec.structs.replace(m, reasoning_content=None, thinking_blocks=None)
+            if isinstance(m, AssistantMessage)
+            else m
+            for m in req.messages
+        ]
     if req.stream:
         opts = req.stream_options
         changes["stream_options"] = StreamOptions(
