@@ -26,9 +26,11 @@ U = [{"role": "user", "content": "hi"}]
 
 def ctx(include_usage: bool = False) -> Context:
     return Context(
-        response_id="chatcmpl-x", created=1700000000, public_model="claude-pub",
+        response_id="chatcmpl-x",
+        created=1700000000,
+        public_model="claude-pub",
         include_usage=include_usage,
-    )  # fmt: skip
+    )
 
 
 def build(
@@ -87,14 +89,22 @@ def test_top_p_stop_user() -> None:
 
 @pytest.mark.parametrize(
     ("kw", "param"),
-    [({"logprobs": True}, "logprobs"), ({"logprobs": True, "top_logprobs": 2}, "logprobs"),
-     ({"logit_bias": {"12": 3}}, "logit_bias"), ({"frequency_penalty": 0.5}, "frequency_penalty"),
-     ({"presence_penalty": -1}, "presence_penalty"), ({"seed": 7}, "seed"),
-     ({"metadata": {"a": "b"}}, "metadata"), ({"store": True}, "store"),
-     ({"service_tier": "flex"}, "service_tier"), ({"verbosity": "low"}, "verbosity"),
-     ({"prompt_cache_key": "k"}, "prompt_cache_key"), ({"modalities": ["text"]}, "modalities"),
-     ({"web_search_options": {"a": 1}}, "web_search_options")],
-)  # fmt: skip
+    [
+        ({"logprobs": True}, "logprobs"),
+        ({"logprobs": True, "top_logprobs": 2}, "logprobs"),
+        ({"logit_bias": {"12": 3}}, "logit_bias"),
+        ({"frequency_penalty": 0.5}, "frequency_penalty"),
+        ({"presence_penalty": -1}, "presence_penalty"),
+        ({"seed": 7}, "seed"),
+        ({"metadata": {"a": "b"}}, "metadata"),
+        ({"store": True}, "store"),
+        ({"service_tier": "flex"}, "service_tier"),
+        ({"verbosity": "low"}, "verbosity"),
+        ({"prompt_cache_key": "k"}, "prompt_cache_key"),
+        ({"modalities": ["text"]}, "modalities"),
+        ({"web_search_options": {"a": 1}}, "web_search_options"),
+    ],
+)
 def test_unsupported_parameters_are_400_naming_them(kw: dict[str, Any], param: str) -> None:
     with pytest.raises(InvalidRequest) as e:
         build(**kw)
@@ -124,8 +134,14 @@ def test_n_is_fanned_out_by_the_gateway() -> None:
 
 # --- tools -----------------------------------------------------------------------------
 
-FN = {"type": "function", "function": {"name": "f", "description": "d",
-                                       "parameters": {"type": "object", "properties": {}}}}  # fmt: skip
+FN = {
+    "type": "function",
+    "function": {
+        "name": "f",
+        "description": "d",
+        "parameters": {"type": "object", "properties": {}},
+    },
+}
 
 
 def test_tools_and_choice_mapping() -> None:
@@ -182,11 +198,16 @@ def test_json_schema_forced_tool_fallback_and_back() -> None:
     assert body["tools"][-1]["name"] == a.JSON_TOOL
     assert body["tools"][-1]["input_schema"] == SCHEMA
     assert body["tool_choice"] == {"type": "tool", "name": a.JSON_TOOL}
-    upstream = {"id": "msg_1", "type": "message", "role": "assistant", "model": "m",
-                "content": [{"type": "tool_use", "id": "toolu_1", "name": a.JSON_TOOL,
-                             "input": {"x": 3}}],
-                "stop_reason": "tool_use", "stop_sequence": None,
-                "usage": {"input_tokens": 5, "output_tokens": 6}}  # fmt: skip
+    upstream = {
+        "id": "msg_1",
+        "type": "message",
+        "role": "assistant",
+        "model": "m",
+        "content": [{"type": "tool_use", "id": "toolu_1", "name": a.JSON_TOOL, "input": {"x": 3}}],
+        "stop_reason": "tool_use",
+        "stop_sequence": None,
+        "usage": {"input_tokens": 5, "output_tokens": 6},
+    }
     out, _ = a.parse_response(msgspec.json.encode(upstream), c)
     choice = json.loads(out)["choices"][0]
     assert json.loads(choice["message"]["content"]) == {"x": 3}
@@ -200,10 +221,17 @@ def test_json_schema_fallback_wraps_non_object_answers() -> None:
         haiku, response_format={"type": "json_schema", "json_schema": {"name": "n", "schema": arr}}
     )
     assert body["tools"][-1]["input_schema"]["properties"]["value"] == arr
-    upstream = {"id": "m", "type": "message", "role": "assistant", "model": "m",
-                "content": [{"type": "tool_use", "id": "t", "name": a.JSON_TOOL,
-                             "input": {"value": ["a"]}}],
-                "stop_reason": "tool_use", "usage": {"input_tokens": 1, "output_tokens": 1}}  # fmt: skip
+    upstream = {
+        "id": "m",
+        "type": "message",
+        "role": "assistant",
+        "model": "m",
+        "content": [
+            {"type": "tool_use", "id": "t", "name": a.JSON_TOOL, "input": {"value": ["a"]}}
+        ],
+        "stop_reason": "tool_use",
+        "usage": {"input_tokens": 1, "output_tokens": 1},
+    }
     out, _ = a.parse_response(msgspec.json.encode(upstream), c)
     assert json.loads(json.loads(out)["choices"][0]["message"]["content"]) == ["a"]
 
@@ -252,10 +280,13 @@ def test_reasoning_budget_fits_under_client_max_tokens() -> None:
 
 @pytest.mark.parametrize(
     ("kw", "param"),
-    [({"temperature": 0.5}, "temperature"), ({"top_p": 0.5}, "top_p"),
-     ({"tools": [FN], "tool_choice": "required"}, "tool_choice"),
-     ({"response_format": {"type": "json_object"}}, "response_format")],
-)  # fmt: skip
+    [
+        ({"temperature": 0.5}, "temperature"),
+        ({"top_p": 0.5}, "top_p"),
+        ({"tools": [FN], "tool_choice": "required"}, "tool_choice"),
+        ({"response_format": {"type": "json_object"}}, "response_format"),
+    ],
+)
 def test_thinking_constraints(kw: dict[str, Any], param: str) -> None:
     with pytest.raises(InvalidRequest) as e:
         build(reasoning_effort="medium", **kw)
@@ -280,21 +311,32 @@ def test_system_and_developer_hoisted_and_joined() -> None:
 def test_consecutive_same_role_turns_merge() -> None:
     body, _ = build(messages=[*U, {"role": "user", "content": "again"}])
     assert body["messages"] == [
-        {"role": "user", "content": [{"type": "text", "text": "hi"},
-                                     {"type": "text", "text": "again"}]}
-    ]  # fmt: skip
+        {
+            "role": "user",
+            "content": [{"type": "text", "text": "hi"}, {"type": "text", "text": "again"}],
+        }
+    ]
 
 
 def test_tool_round_trip_shapes() -> None:
     msgs = [
         {"role": "user", "content": "weather?"},
-        {"role": "assistant", "content": "checking", "tool_calls": [
-            {"id": "toolu_a", "type": "function", "function": {"name": "f", "arguments": '{"c": 1}'}},
-            {"id": "toolu_b", "type": "function", "function": {"name": "f", "arguments": ""}}]},
+        {
+            "role": "assistant",
+            "content": "checking",
+            "tool_calls": [
+                {
+                    "id": "toolu_a",
+                    "type": "function",
+                    "function": {"name": "f", "arguments": '{"c": 1}'},
+                },
+                {"id": "toolu_b", "type": "function", "function": {"name": "f", "arguments": ""}},
+            ],
+        },
         {"role": "tool", "tool_call_id": "toolu_a", "content": "A"},
         {"role": "tool", "tool_call_id": "toolu_b", "content": [{"type": "text", "text": "B"}]},
         {"role": "user", "content": "thanks"},
-    ]  # fmt: skip
+    ]
     body, _ = build(messages=msgs, tools=[FN])
     assert [m["role"] for m in body["messages"]] == ["user", "assistant", "user"]
     assert body["messages"][1]["content"] == [
@@ -310,9 +352,16 @@ def test_tool_round_trip_shapes() -> None:
 
 
 def test_unparsable_tool_arguments_are_400() -> None:
-    msgs = [*U, {"role": "assistant", "tool_calls": [
-        {"id": "t", "type": "function", "function": {"name": "f", "arguments": "{nope"}}]},
-        {"role": "tool", "tool_call_id": "t", "content": "x"}]  # fmt: skip
+    msgs = [
+        *U,
+        {
+            "role": "assistant",
+            "tool_calls": [
+                {"id": "t", "type": "function", "function": {"name": "f", "arguments": "{nope"}}
+            ],
+        },
+        {"role": "tool", "tool_call_id": "t", "content": "x"},
+    ]
     with pytest.raises(InvalidRequest) as e:
         build(messages=msgs)
     assert e.value.param == "messages[1].tool_calls[0].function.arguments"
@@ -326,10 +375,12 @@ def test_images() -> None:
     ]
     body, _ = build(messages=[{"role": "user", "content": parts}])
     assert body["messages"][0]["content"][1:] == [
-        {"type": "image", "source": {"type": "base64", "media_type": "image/png",
-                                     "data": "iVBORw0KGgo="}},
+        {
+            "type": "image",
+            "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="},
+        },
         {"type": "image", "source": {"type": "url", "url": "https://x.example/cat.jpg"}},
-    ]  # fmt: skip
+    ]
     bmp = [{"type": "image_url", "image_url": {"url": "data:image/bmp;base64,Qk0="}}]
     with pytest.raises(InvalidRequest) as e:
         build(messages=[{"role": "user", "content": bmp}])
@@ -347,18 +398,30 @@ def test_audio_rejected_pdf_becomes_document() -> None:
 
 
 def test_refusal_becomes_text_and_name_is_reported() -> None:
-    msgs = [{"role": "user", "content": "x", "name": "alice"},
-            {"role": "assistant", "refusal": "no"}, *U]  # fmt: skip
+    msgs = [
+        {"role": "user", "content": "x", "name": "alice"},
+        {"role": "assistant", "refusal": "no"},
+        *U,
+    ]
     body, c = build(messages=msgs)
     assert body["messages"][1] == {"role": "assistant", "content": [{"type": "text", "text": "no"}]}
     assert c.dropped == ["messages[].name"]
 
 
 def test_signed_thinking_is_replayed_first() -> None:
-    msgs = [*U, {"role": "assistant", "content": "ans", "reasoning_content": "hmm",
-                 "thinking_blocks": [{"type": "thinking", "thinking": "hmm", "signature": "sig"},
-                                     {"type": "redacted_thinking", "data": "opaque"}]},
-            {"role": "user", "content": "more"}]  # fmt: skip
+    msgs = [
+        *U,
+        {
+            "role": "assistant",
+            "content": "ans",
+            "reasoning_content": "hmm",
+            "thinking_blocks": [
+                {"type": "thinking", "thinking": "hmm", "signature": "sig"},
+                {"type": "redacted_thinking", "data": "opaque"},
+            ],
+        },
+        {"role": "user", "content": "more"},
+    ]
     body, _ = build(messages=msgs)
     assert body["messages"][1]["content"] == [
         {"type": "thinking", "thinking": "hmm", "signature": "sig"},
@@ -377,26 +440,43 @@ def test_function_role_rejected() -> None:
 
 @pytest.mark.parametrize(
     ("stop", "finish"),
-    [("end_turn", "stop"), ("stop_sequence", "stop"), ("max_tokens", "length"),
-     ("tool_use", "tool_calls"), ("refusal", "content_filter"), ("pause_turn", "stop"),
-     ("model_context_window_exceeded", "length")],
-)  # fmt: skip
+    [
+        ("end_turn", "stop"),
+        ("stop_sequence", "stop"),
+        ("max_tokens", "length"),
+        ("tool_use", "tool_calls"),
+        ("refusal", "content_filter"),
+        ("pause_turn", "stop"),
+        ("model_context_window_exceeded", "length"),
+    ],
+)
 def test_finish_reason_table(stop: str, finish: str) -> None:
     content = [{"type": "text", "text": "t"}]
     if stop == "tool_use":
         content.append({"type": "tool_use", "id": "toolu_1", "name": "f", "input": {}})  # type: ignore[dict-item]
-    upstream = {"id": "m", "type": "message", "role": "assistant", "model": "m",
-                "content": content, "stop_reason": stop,
-                "usage": {"input_tokens": 1, "output_tokens": 1}}  # fmt: skip
+    upstream = {
+        "id": "m",
+        "type": "message",
+        "role": "assistant",
+        "model": "m",
+        "content": content,
+        "stop_reason": stop,
+        "usage": {"input_tokens": 1, "output_tokens": 1},
+    }
     out, _ = a.parse_response(msgspec.json.encode(upstream), ctx())
     assert json.loads(out)["choices"][0]["finish_reason"] == finish
 
 
 def test_usage_counts_cache_reads_and_writes_in_prompt() -> None:
     u = a.usage_from(
-        {"input_tokens": 10, "cache_creation_input_tokens": 5, "cache_read_input_tokens": 100,
-         "output_tokens": 7, "output_tokens_details": {"thinking_tokens": 3}}
-    )  # fmt: skip
+        {
+            "input_tokens": 10,
+            "cache_creation_input_tokens": 5,
+            "cache_read_input_tokens": 100,
+            "output_tokens": 7,
+            "output_tokens_details": {"thinking_tokens": 3},
+        }
+    )
     assert (u.prompt_tokens, u.cached_tokens, u.cache_write_tokens) == (115, 100, 5)
     assert (u.completion_tokens, u.total_tokens, u.reasoning_tokens) == (7, 122, 3)
     assert u.to_openai()["prompt_tokens_details"] == {"cached_tokens": 100, "cache_write_tokens": 5}
@@ -413,12 +493,22 @@ def _fixture(name: str) -> Path:
 
 
 # mapping.md §3.1, written out here rather than read from the module under test
-FINISH = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length",
-          "tool_use": "tool_calls", "refusal": "content_filter"}  # fmt: skip
+FINISH = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "max_tokens": "length",
+    "tool_use": "tool_calls",
+    "refusal": "content_filter",
+}
 
-MESSAGES = ["message_text.json", "message_thinking.json", "message_thinking_redacted.json",
-            "message_thinking_tool_use.json", "message_tool_result_followup.json",
-            "message_tool_use_parallel.json"]  # fmt: skip
+MESSAGES = [
+    "message_text.json",
+    "message_thinking.json",
+    "message_thinking_redacted.json",
+    "message_thinking_tool_use.json",
+    "message_tool_result_followup.json",
+    "message_tool_use_parallel.json",
+]
 
 
 @pytest.mark.parametrize("name", MESSAGES)
@@ -433,8 +523,10 @@ def test_recorded_message_field_by_field(name: str) -> None:
     texts = [b["text"] for b in src["content"] if b["type"] == "text"]
     assert msg["content"] == ("".join(texts) if texts else None)
     uses = [b for b in src["content"] if b["type"] == "tool_use"]
-    assert [(t["id"], t["function"]["name"], json.loads(t["function"]["arguments"]))
-            for t in msg.get("tool_calls", [])] == [(b["id"], b["name"], b["input"]) for b in uses]  # fmt: skip
+    assert [
+        (t["id"], t["function"]["name"], json.loads(t["function"]["arguments"]))
+        for t in msg.get("tool_calls", [])
+    ] == [(b["id"], b["name"], b["input"]) for b in uses]
     thinking = [b["thinking"] for b in src["content"] if b["type"] == "thinking"]
     assert msg.get("reasoning_content") == ("".join(thinking) if thinking else None)
     signed = [b for b in src["content"] if b["type"] in ("thinking", "redacted_thinking")]
@@ -472,9 +564,15 @@ def _run(name: str, include_usage: bool = True) -> tuple[list[dict[str, Any]], A
     return chunks, tr
 
 
-STREAMS = ["stream_text.sse", "stream_text_sdk_basic.sse", "stream_thinking.sse",
-           "stream_thinking_redacted.sse", "stream_tool_use.sse", "stream_refusal.sse",
-           "stream_max_tokens_mid_tool.sse"]  # fmt: skip
+STREAMS = [
+    "stream_text.sse",
+    "stream_text_sdk_basic.sse",
+    "stream_thinking.sse",
+    "stream_thinking_redacted.sse",
+    "stream_tool_use.sse",
+    "stream_refusal.sse",
+    "stream_max_tokens_mid_tool.sse",
+]
 
 
 @pytest.mark.parametrize("name", STREAMS)
@@ -488,18 +586,23 @@ def test_recorded_stream_translates_in_order(name: str) -> None:
     assert body[0]["choices"][0]["delta"]["role"] == "assistant"
     deltas = [c["choices"][0]["delta"] for c in body]
     want_text = "".join(
-        e["delta"]["text"] for e in events
+        e["delta"]["text"]
+        for e in events
         if e["type"] == "content_block_delta" and e["delta"]["type"] == "text_delta"
-    )  # fmt: skip
+    )
     assert "".join(d.get("content") or "" for d in deltas) == want_text
     want_thinking = "".join(
-        e["delta"]["thinking"] for e in events
+        e["delta"]["thinking"]
+        for e in events
         if e["type"] == "content_block_delta" and e["delta"]["type"] == "thinking_delta"
-    )  # fmt: skip
+    )
     assert "".join(d.get("reasoning_content") or "" for d in deltas) == want_thinking
     # tool calls: index = count of tool_use blocks so far; id and name in the first delta only
-    starts = [e["content_block"] for e in events
-              if e["type"] == "content_block_start" and e["content_block"]["type"] == "tool_use"]  # fmt: skip
+    starts = [
+        e["content_block"]
+        for e in events
+        if e["type"] == "content_block_start" and e["content_block"]["type"] == "tool_use"
+    ]
     calls = [tc for d in deltas for tc in d.get("tool_calls", [])]
     firsts = [tc for tc in calls if "id" in tc]
     assert [(tc["index"], tc["id"], tc["function"]["name"]) for tc in firsts] == [
@@ -534,12 +637,20 @@ def test_recorded_stream_without_usage_request_has_no_usage_chunk() -> None:
 
 def test_recorded_thinking_stream_keeps_signature() -> None:
     chunks, _ = _run("stream_thinking.sse")
-    blocks = [b for c in chunks if c["choices"]
-              for b in c["choices"][0]["delta"].get("thinking_blocks", [])]  # fmt: skip
+    blocks = [
+        b
+        for c in chunks
+        if c["choices"]
+        for b in c["choices"][0]["delta"].get("thinking_blocks", [])
+    ]
     assert blocks and blocks[0]["type"] == "thinking" and blocks[0]["signature"]
     chunks, _ = _run("stream_thinking_redacted.sse")
-    blocks = [b for c in chunks if c["choices"]
-              for b in c["choices"][0]["delta"].get("thinking_blocks", [])]  # fmt: skip
+    blocks = [
+        b
+        for c in chunks
+        if c["choices"]
+        for b in c["choices"][0]["delta"].get("thinking_blocks", [])
+    ]
     assert blocks and blocks[0]["type"] == "redacted_thinking" and blocks[0]["data"]
 
 
@@ -560,10 +671,12 @@ def test_recorded_stream_error_event_raises() -> None:
 
 @pytest.mark.parametrize(
     ("name", "status", "cls", "out_status"),
-    [("error_400_invalid_request.json", 400, InvalidRequest, 400),
-     ("error_404_not_found.json", 404, NotFound, 404),
-     ("error_529_overloaded.json", 529, UpstreamError, 503)],
-)  # fmt: skip
+    [
+        ("error_400_invalid_request.json", 400, InvalidRequest, 400),
+        ("error_404_not_found.json", 404, NotFound, 404),
+        ("error_529_overloaded.json", 529, UpstreamError, 503),
+    ],
+)
 def test_recorded_errors(name: str, status: int, cls: type, out_status: int) -> None:
     raw = _fixture(name).read_bytes()
     err = a.parse_error(status, {}, raw, None)
@@ -573,14 +686,16 @@ def test_recorded_errors(name: str, status: int, cls: type, out_status: int) -> 
 
 @pytest.mark.parametrize(
     ("status", "etype", "out_status", "code"),
-    [(401, "authentication_error", 502, "upstream_auth_failed"),
-     (403, "permission_error", 502, "upstream_auth_failed"),
-     (402, "billing_error", 429, "insufficient_quota"),
-     (413, "request_too_large", 413, "request_too_large"),
-     (429, "rate_limit_error", 429, "rate_limit_exceeded"),
-     (500, "api_error", 500, "api_error"),
-     (504, "timeout_error", 504, "timeout_error")],
-)  # fmt: skip
+    [
+        (401, "authentication_error", 502, "upstream_auth_failed"),
+        (403, "permission_error", 502, "upstream_auth_failed"),
+        (402, "billing_error", 429, "insufficient_quota"),
+        (413, "request_too_large", 413, "request_too_large"),
+        (429, "rate_limit_error", 429, "rate_limit_exceeded"),
+        (500, "api_error", 500, "api_error"),
+        (504, "timeout_error", 504, "timeout_error"),
+    ],
+)
 def test_error_table(status: int, etype: str, out_status: int, code: str) -> None:
     body = {"type": "error", "error": {"type": etype, "message": "m sk-ant-k"}}
     headers = {"retry-after": "3", "anthropic-ratelimit-requests-remaining": "0", "x-other": "1"}
