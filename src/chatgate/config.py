@@ -67,6 +67,9 @@ class Profile(_C):
     max_output_tokens: int | None = None
     default_max_tokens: int | None = None  # sent when the client gives none (Anthropic needs one)
     native_json_schema: bool = False  # Anthropic: output_config.format structured outputs
+    # Gemini: reasoning_effort -> thinkingLevel (Gemini 3) or thinkingBudget (Gemini 2.5)
+    thinking_levels: dict[str, str] | None = None
+    thinking_budgets: dict[str, int] | None = None
     renames: dict[str, str] = field(default_factory=dict)
     unsupported: list[str] = field(default_factory=list)
     ranges: dict[str, list[float]] = field(default_factory=dict)
@@ -219,9 +222,10 @@ def from_dict(raw: dict[str, Any], env: dict[str, str], source: str = "config") 
         data["providers"] = catalog["providers"]
     if not data.get("models"):
         data["models"] = catalog["models"]
-    profiles = _load_packaged("profiles.yaml")["profiles"]
-    profiles.update(data.get("profiles") or {})  # operator's profiles win
-    data["profiles"] = profiles
+    builtin = _load_packaged("profiles.yaml")["profiles"]
+    operator = data.get("profiles") or {}
+    # The operator's profiles come first, so their patterns win over the built-in ones.
+    data["profiles"] = {**operator, **{k: v for k, v in builtin.items() if k not in operator}}
     # Convert the keyed sections one entry at a time so an error names the entry
     # ("providers.openai.protocol"), not msgspec's "providers[...]".
     sections: dict[str, Any] = {}

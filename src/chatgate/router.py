@@ -18,7 +18,8 @@ from .providers import openai as openai_chat
 MODULES: dict[str, ModuleType] = {"openai": openai_chat, "anthropic": anthropic}
 # The protocols the local sandbox emulates; other protocols' models are served through the
 # sandbox's OpenAI Chat emulator until their own emulator exists.
-SANDBOX_PROTOCOLS = ("openai",)
+# The base URL of each emulator follows its vendor SDK's convention (OpenAI's includes /v1).
+SANDBOX_PROTOCOLS = {"openai": "/v1"}
 
 
 class Target(Struct):
@@ -57,7 +58,7 @@ class Router:
                     wire = protocol if protocol in SANDBOX_PROTOCOLS else "openai"
                     prov = Provider(
                         protocol=wire,
-                        base_url=f"{sandbox_url}/v1",
+                        base_url=sandbox_url + SANDBOX_PROTOCOLS[wire],
                         api_key="sk-sandbox",
                         timeouts=prov.timeouts,
                     )

@@ -16,7 +16,6 @@ from ..errors import (
     ModelNotFound,
     NotImplementedByGateway,
     PermissionDenied,
-    StreamInterrupted,
     UpstreamError,
 )
 from ..providers.base import Context, StreamTranslator, UpstreamRequest, apply_profile
@@ -328,7 +327,9 @@ async def _pump(call: Call, tr: StreamTranslator, send: Send, rec: _Record, t0: 
             await send({"type": "http.response.body", "body": out, "more_body": True})
         if tr.done:
             return
-    raise StreamInterrupted("The upstream stream ended before it was complete.")
+    out = tr.close()  # the body ended: a protocol without a terminator finishes here
+    if out:
+        await send({"type": "http.response.body", "body": out, "more_body": True})
 
 
 async def _pump_many(
@@ -346,7 +347,9 @@ async def _pump_many(
                 if tr.done:
                     break
             else:
-                raise StreamInterrupted("The upstream stream ended before it was complete.")
+                out = tr.close()
+                if out:
+                    queue.put_nowait(out)
         except BaseException as exc:  # handed to the writer below
             queue.put_nowait(exc)
             return

@@ -725,6 +725,11 @@ class AnthropicStream:
             return self._chunk({"content": _encode(value).decode()})
         return b""
 
+    def close(self) -> bytes:
+        if not self.done:
+            raise StreamInterrupted("The upstream stream ended before it was complete.")
+        return b""
+
 
 def stream_translator(ctx: Context) -> AnthropicStream:
     return AnthropicStream(ctx)

@@ -46,6 +46,10 @@ class StreamTranslator(Protocol):
         """One upstream SSE data payload -> zero or more client SSE frames (bytes)."""
         ...
 
+    def close(self) -> bytes:
+        """The upstream body ended: final frames, or StreamInterrupted if it ended early."""
+        ...
+
 
 class ProviderModule(Protocol):
     NATIVE_N: bool  # the protocol returns n choices itself; else the gateway fans out

@@ -137,6 +137,11 @@ class OpenAIStream:
             chunk.pop("usage", None)
         return b"data: " + _encode(chunk) + b"\n\n"
 
+    def close(self) -> bytes:
+        if not self.done:
+            raise StreamInterrupted("The upstream stream ended before it was complete.")
+        return b""
+
 
 def stream_translator(ctx: Context) -> OpenAIStream:
     return OpenAIStream(ctx)
