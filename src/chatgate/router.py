@@ -11,11 +11,16 @@ from types import ModuleType
 from msgspec import Struct
 
 from .config import Config, Deployment, Profile, Provider, find_profile
-from .providers import anthropic
+from .providers import anthropic, gemini, openai_responses
 from .providers import openai as openai_chat
 
 # The upstream protocols this build can translate.
-MODULES: dict[str, ModuleType] = {"openai": openai_chat, "anthropic": anthropic}
+MODULES: dict[str, ModuleType] = {
+    "openai": openai_chat,
+    "openai_responses": openai_responses,
+    "anthropic": anthropic,
+    "gemini": gemini,
+}
 # The protocols the local sandbox emulates; other protocols' models are served through the
 # sandbox's OpenAI Chat emulator until their own emulator exists.
 # The base URL of each emulator follows its vendor SDK's convention (OpenAI's includes /v1).
