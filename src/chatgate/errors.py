@@ -25,6 +25,7 @@ class GatewayError(Exception):
         status: int | None = None,
         type: str | None = None,
         headers: dict[str, str] | None = None,
+        upstream_headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -35,7 +36,8 @@ class GatewayError(Exception):
             self.status = status
         if type is not None:
             self.type = type
-        self.headers = headers or {}
+        self.headers = headers or {}  # sent to the client (e.g. retry-after)
+        self.upstream_headers = upstream_headers or {}  # for the router only, never sent
 
     def body(self) -> bytes:
         return _encode(

@@ -704,4 +704,33 @@ def test_error_table(status: int, etype: str, out_status: int, code: str) -> Non
     assert "sk-ant-k" not in err.body().decode()
     if status == 429:
         assert isinstance(err, RateLimited)
-        assert err.headers == {"retry-after": "3", "anthropic-ratelimit-requests-remaining": "0"}
+        assert err.headers == {"retry-after": "3"}  # what the client sees
+        assert err.upstream_headers == {"anthropic-ratelimit-requests-remaining": "0"}
+
+
+def test_thinking_dropped_and_reported_when_the_tool_turn_is_unsigned() -> None:
+    msgs = [
+        *U,
+        {
+            "role": "assistant",
+            "tool_calls": [
+                {"id": "toolu_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+            ],
+        },
+        {"role": "tool", "tool_call_id": "toolu_1", "content": "ok"},
+    ]
+    body, c = build(messages=msgs, tools=[FN], reasoning_effort="low")
+    assert "thinking" not in body and c.dropped == ["reasoning_effort"]
+    signed = [
+        *U,
+        {
+            "role": "assistant",
+            "thinking_blocks": [{"type": "thinking", "thinking": "t", "signature": "s"}],
+            "tool_calls": [
+                {"id": "toolu_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+            ],
+        },
+        {"role": "tool", "tool_call_id": "toolu_1", "content": "ok"},
+    ]
+    body, c = build(messages=signed, tools=[FN], reasoning_effort="low")
+    assert body["thinking"]["type"] == "enabled" and c.dropped == []

@@ -125,6 +125,12 @@ def build_request(
     body["messages"] = messages
     max_tokens = req.max_completion_tokens or req.max_tokens
     thinking = _thinking(req, profile, max_tokens)
+    if thinking is not None and _unsigned_tool_turn(messages):
+        # Anthropic refuses thinking when the assistant turn that called the tools carries
+        # no signed thinking block (e.g. the conversation started without reasoning):
+        # answer this turn without thinking, and say so.
+        thinking = None
+        ctx.dropped.append("reasoning_effort")
     if max_tokens is None:
         max_tokens = profile.default_max_tokens or 4096
         if thinking is not None:
@@ -173,6 +179,17 @@ def build_request(
         body=_encode(body),
         stream=bool(req.stream),
     )
+
+
+def _unsigned_tool_turn(turns: list[dict[str, Any]]) -> bool:
+    """The last assistant turn uses tools but starts with no (redacted) thinking block."""
+    for turn in reversed(turns):
+        if turn["role"] == "assistant":
+            blocks = turn["content"]
+            uses_tools = any(b["type"] == "tool_use" for b in blocks)
+            signed = bool(blocks) and blocks[0]["type"] in ("thinking", "redacted_thinking")
+            return uses_tools and not signed
+    return False
 
 
 def _text_of(content: str | list[TextPart]) -> str:
@@ -752,8 +769,8 @@ def parse_error(
     message = str(err.get("message") or f"Upstream returned HTTP {status}.")
     if secret:
         message = message.replace(secret, "***")
-    keep = ("retry-after", "retry-after-ms")
-    retry = {k: v for k, v in headers.items() if k in keep or k.startswith("anthropic-ratelimit")}
+    retry = {k: v for k, v in headers.items() if k in ("retry-after", "retry-after-ms")}
+    limits = {k: v for k, v in headers.items() if k.startswith("anthropic-ratelimit")}
     if status in (401, 403) or etype in ("authentication_error", "permission_error"):
         return UpstreamError(
             "The upstream provider refused the gateway's credentials; "
@@ -767,13 +784,17 @@ def parse_error(
             type="insufficient_quota",
         )
     if status == 429 or etype == "rate_limit_error":
-        return RateLimited(message, code="rate_limit_exceeded", headers=retry)
+        return RateLimited(
+            message, code="rate_limit_exceeded", headers=retry, upstream_headers=limits
+        )
     if status == 404 or etype == "not_found_error":
         return NotFound(message, code="model_not_found")
     if status == 413 or etype == "request_too_large":
         return InvalidRequest(message, status=413, code="request_too_large")
     if status == 529 or etype == "overloaded_error":
-        return UpstreamError(message, status=503, code="overloaded", headers=retry)
+        return UpstreamError(
+            message, status=503, code="overloaded", headers=retry, upstream_headers=limits
+        )
     if 400 <= status < 500:
         return InvalidRequest(message, status=400 if status != 422 else 422)
     return UpstreamError(
