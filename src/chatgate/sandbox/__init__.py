@@ -1,6 +1,7 @@
 """Chatgate sandbox: a local, deterministic emulator of upstream LLM vendor APIs.
 
-Currently it speaks the OpenAI Chat Completions wire protocol (``openai_chat``). It is written
+It speaks the OpenAI Chat Completions (``openai_chat``, under ``/v1/chat/completions``) and the
+Anthropic Messages (``anthropic``, ``POST /v1/messages``) wire protocols. It is written
 from the vendors' documentation and recorded payloads only and imports nothing from the gateway,
 so gateway tests that run against it can catch translation bugs.
 
@@ -8,27 +9,32 @@ Usage::
 
     sandbox = await start()                      # port 0 -> a free port
     client = openai.AsyncOpenAI(base_url=sandbox.openai_base_url, api_key="sk-test")
+    claude = anthropic.AsyncAnthropic(base_url=sandbox.anthropic_base_url, api_key="sk-test")
     ...
     await sandbox.close()
 
 Test hooks: directives in the last user message (``[sandbox:latency=250]``,
 ``[sandbox:chunk_delay=20]``, ``[sandbox:error=429]``, ``[sandbox:hang]``, ``[sandbox:cut=3]``,
-...) and the unauthenticated control endpoints ``/_sandbox/faults`` and ``/_sandbox/requests``.
+...; Anthropic adds ``[sandbox:redacted_thinking]``, ``[sandbox:refusal]`` and
+``[sandbox:stream_error]``) and the unauthenticated control endpoints ``/_sandbox/faults`` and
+``/_sandbox/requests``, shared by both protocols.
 """
 
 from __future__ import annotations
 
 from aiohttp import web
 
-from . import openai_chat
+from . import anthropic, openai_chat
 
 __all__ = ["Sandbox", "create_app", "run", "start"]
 
 
 def create_app(api_key: str | None = None) -> web.Application:
-    """The sandbox as an aiohttp application. With ``api_key`` set, other bearer keys get 401."""
+    """The sandbox as an aiohttp application. With ``api_key`` set, other keys get 401."""
     app = web.Application(client_max_size=64 * 1024 * 1024)
-    openai_chat.setup(app, api_key)
+    openai_chat.setup(app, api_key, catch_all=False)
+    anthropic.setup(app, api_key)
+    openai_chat.add_catch_all(app)  # last: it matches every other /v1/... URL
     return app
 
 
@@ -44,6 +50,7 @@ class Sandbox:
             shown = f"[{shown}]"
         self.base_url = f"http://{shown}:{port}"
         self.openai_base_url = self.base_url + "/v1"
+        self.anthropic_base_url = self.base_url  # the Anthropic SDK adds /v1/messages itself
 
     @property
     def app(self) -> web.Application:

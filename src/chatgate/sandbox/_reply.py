@@ -88,42 +88,53 @@ def _clip(text: str, max_tokens: int) -> str:
     return "".join(toks[:max_tokens]).strip()
 
 
-def _fill(head: str, rng: random.Random, index: int, seed: int) -> str:
+def _fill(
+    head: str, rng: random.Random, index: int, seed: int, fillers: tuple[str, ...] = _FILLERS
+) -> str:
     target = rng.randint(20, 60)
     parts = [head] if head else []
-    start = (seed + index) % len(_FILLERS)
-    step = 1 + (seed // len(_FILLERS)) % (len(_FILLERS) - 1)
-    while math.gcd(step, len(_FILLERS)) != 1:
+    start = (seed + index) % len(fillers)
+    step = 1 + (seed // len(fillers)) % (len(fillers) - 1)
+    while math.gcd(step, len(fillers)) != 1:
         step += 1
     k = 0
     text = " ".join(parts)
-    while count_tokens(text) < target and k < len(_FILLERS):
-        parts.append(_FILLERS[(start + k * step) % len(_FILLERS)])
+    while count_tokens(text) < target and k < len(fillers):
+        parts.append(fillers[(start + k * step) % len(fillers)])
         text = " ".join(parts)
         k += 1
     return text
 
 
-def reply_text(user_text: str, seed: int, index: int = 0, images: int = 0) -> str:
+def reply_text(
+    user_text: str,
+    seed: int,
+    index: int = 0,
+    images: int = 0,
+    fillers: tuple[str, ...] = _FILLERS,
+) -> str:
     """The assistant's answer to ``user_text``: a quote of (up to 40 tokens of) it plus filler.
 
     ``index`` selects the choice (``n > 1``): each index starts from a different filler sentence,
-    so choices differ for ``n <= 20``.
+    so choices differ for ``n <= 20``. ``fillers`` lets another protocol's emulator use its own
+    filler sentences.
     """
     rng = random.Random(seed * 131 + index)
     echo = _clip(user_text, _MAX_ECHO_TOKENS)
     head = f'You said: "{echo}".' if echo else "Hello!"
     if images:
         head += f" I can see {images} image{'s' if images != 1 else ''} in your message."
-    return _fill(head, rng, index, seed)
+    return _fill(head, rng, index, seed, fillers)
 
 
-def tool_result_text(results: list[tuple[str, str]], seed: int, index: int = 0) -> str:
+def tool_result_text(
+    results: list[tuple[str, str]], seed: int, index: int = 0, fillers: tuple[str, ...] = _FILLERS
+) -> str:
     """Answer after tool results: ``results`` is ``[(tool name, tool output), ...]``."""
     rng = random.Random(seed * 131 + index)
     said = "; ".join(f'the {name} tool returned "{_clip(out, 30)}"' for name, out in results)
     head = said[:1].upper() + said[1:] + "." if said else "The tool returned nothing."
-    return _fill(head, rng, index, seed)
+    return _fill(head, rng, index, seed, fillers)
 
 
 def json_object_text(user_text: str, seed: int, index: int = 0) -> str:

@@ -180,22 +180,31 @@ def injected_error(kind: str, model: str, req_id: str, retry_after: float | None
     return ApiError(status, msg, headers=retry)
 
 
-def _check_error_kind(value: Any) -> str:
+def check_error_kind(value: Any) -> str:
     text = str(value).strip()
     if text == "quota" or (text.isdigit() and 400 <= int(text) <= 599):
         return text
     raise ValueError(f"error must be an HTTP status 400..599 or 'quota', got {value!r}")
 
 
-def _hooks_from_directives(text: str, hooks: Hooks) -> None:
+def hooks_from_directives(
+    text: str, hooks: Hooks, extra: frozenset[str] = frozenset()
+) -> dict[str, str]:
+    """Apply the shared directives in ``text`` to ``hooks``; return the ``extra`` ones found.
+
+    Any other ``[sandbox:...]`` marker raises a 400 :class:`ApiError` naming the directive.
+    """
+    found: dict[str, str] = {}
     for key, val in parse_directives(text).items():
         try:
-            if key == "latency":
+            if key in extra:
+                found[key] = val
+            elif key == "latency":
                 hooks.latency_ms += float(val)
             elif key == "chunk_delay":
                 hooks.chunk_delay_ms = float(val)
             elif key == "error":
-                hooks.error = _check_error_kind(val)
+                hooks.error = check_error_kind(val)
             elif key == "retry_after":
                 hooks.retry_after = float(val)
             elif key == "hang":
@@ -208,9 +217,24 @@ def _hooks_from_directives(text: str, hooks: Hooks) -> None:
             raise ApiError(
                 400, f"Invalid sandbox directive [sandbox:{key}={val}]: {exc}", code="sandbox"
             ) from exc
+    return found
 
 
-def _take_fault(state: SandboxState, model: Any) -> dict[str, Any] | None:
+def hooks_from_fault(fault: dict[str, Any] | None) -> Hooks:
+    """The hooks a queued fault asks for (no fault: no hooks)."""
+    if fault is None:
+        return Hooks()
+    return Hooks(
+        latency_ms=fault["latency_ms"],
+        chunk_delay_ms=fault["chunk_delay_ms"],
+        error=fault["error"],
+        retry_after=fault["retry_after"],
+        hang=fault["hang"],
+        cut=fault["cut"],
+    )
+
+
+def take_fault(state: SandboxState, model: Any) -> dict[str, Any] | None:
     for fault in state.faults:
         if fault["model"] in ("*", model):
             if fault["count"] > 0:
@@ -221,7 +245,7 @@ def _take_fault(state: SandboxState, model: Any) -> dict[str, Any] | None:
     return None
 
 
-async def _wait(request: web.Request, state: SandboxState, seconds: float | None) -> bool:
+async def wait(request: web.Request, state: SandboxState, seconds: float | None) -> bool:
     """Sleep ``seconds`` (None: forever); False if the client went away or the server stops."""
     deadline = None if seconds is None else time.monotonic() + seconds
     while not state.stopping.is_set():
@@ -258,7 +282,7 @@ def _check_auth(request: web.Request, state: SandboxState) -> None:
         )
 
 
-def _record(request: web.Request, state: SandboxState, body: Any) -> None:
+def record(request: web.Request, state: SandboxState, body: Any) -> None:
     headers = {k.lower(): v for k, v in request.headers.items()}
     if "authorization" in headers:
         headers["authorization"] = "Bearer ***"
@@ -282,25 +306,21 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         parsed = True
     except (ValueError, RecursionError):
         body, parsed = raw.decode("utf-8", "replace"), False
-    _record(request, state, body)
+    record(request, state, body)
     try:
         _check_auth(request, state)
         if not parsed:
             raise ApiError(400, INVALID_JSON)
         model = body.get("model") if isinstance(body, dict) else None
-        hooks = Hooks()
-        fault = _take_fault(state, model)
-        if fault is not None:
-            hooks.latency_ms = fault["latency_ms"]
-            hooks.chunk_delay_ms = fault["chunk_delay_ms"]
-            hooks.error, hooks.retry_after = fault["error"], fault["retry_after"]
-            hooks.hang, hooks.cut = fault["hang"], fault["cut"]
-            if hooks.error is not None or hooks.hang:  # before validation, like an outage
-                early = await _apply_hooks(request, state, hooks, str(model), req_id, t0)
-                return early or web.Response(status=499)
+        fault = take_fault(state, model)
+        hooks = hooks_from_fault(fault)
+        if fault is not None and (hooks.error is not None or hooks.hang):
+            # before validation, like an outage
+            early = await _apply_hooks(request, state, hooks, str(model), req_id, t0)
+            return early or web.Response(status=499)
         params = validate(body)
         check_context(params)
-        _hooks_from_directives(last_user_text(params.messages), hooks)
+        hooks_from_directives(last_user_text(params.messages), hooks)
         early = await _apply_hooks(request, state, hooks, params.model, req_id, t0)
         if early is not None:
             return early
@@ -321,7 +341,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     resp.content_length = len(data)
     await resp.prepare(request)
     await resp.write(data[: len(data) // 2])
-    _abort(request)
+    abort(request)
     return resp
 
 
@@ -329,21 +349,28 @@ async def _apply_hooks(
     request: web.Request, state: SandboxState, hooks: Hooks, model: str, req_id: str, t0: float
 ) -> web.Response | None:
     """Latency, hang and injected errors; returns a response to send instead, or None."""
-    if hooks.latency_ms > 0 and not await _wait(request, state, hooks.latency_ms / 1000):
-        return web.Response(status=499)
-    if hooks.hang:
-        state.hanging += 1
-        try:
-            await _wait(request, state, None)
-        finally:
-            state.hanging -= 1
+    if not await delay_or_hang(request, state, hooks):
         return web.Response(status=499)  # nobody is listening any more
     if hooks.error is not None:
         raise injected_error(hooks.error, model, req_id, hooks.retry_after)
     return None
 
 
-def _abort(request: web.Request) -> None:
+async def delay_or_hang(request: web.Request, state: SandboxState, hooks: Hooks) -> bool:
+    """Apply the latency and hang hooks; False when the caller should give up (client gone)."""
+    if hooks.latency_ms > 0 and not await wait(request, state, hooks.latency_ms / 1000):
+        return False
+    if hooks.hang:
+        state.hanging += 1
+        try:
+            await wait(request, state, None)
+        finally:
+            state.hanging -= 1
+        return False
+    return True
+
+
+def abort(request: web.Request) -> None:
     if request.transport is not None:
         request.transport.abort()
 
@@ -371,7 +398,7 @@ async def _send_stream(
             payload = json.dumps(chunk, ensure_ascii=False, separators=(",", ":"))
             await resp.write(b"data: " + payload.encode() + b"\n\n")
         if hooks.cut is not None:
-            _abort(request)
+            abort(request)
             return resp
         if delay:
             await asyncio.sleep(delay)
@@ -436,7 +463,7 @@ def _fault(spec: Any) -> dict[str, Any]:
     cut = spec.get("cut")
     return {
         "model": str(spec.get("model") or "*"),
-        "error": None if error is None else _check_error_kind(error),
+        "error": None if error is None else check_error_kind(error),
         "count": count,
         "retry_after": None if spec.get("retry_after") is None else float(spec["retry_after"]),
         "hang": bool(spec.get("hang", False)),
@@ -483,10 +510,26 @@ async def _on_shutdown(app: web.Application) -> None:
     app[STATE].stopping.set()
 
 
-def setup(app: web.Application, api_key: str | None = None) -> None:
-    """Install the Chat Completions emulator and the control endpoints on ``app``."""
-    app[STATE] = SandboxState(api_key)
-    app.on_shutdown.append(_on_shutdown)
+def ensure_state(app: web.Application, api_key: str | None = None) -> SandboxState:
+    """The app's shared :class:`SandboxState` (faults, request log), created on first use."""
+    if STATE not in app:
+        app[STATE] = SandboxState(api_key)
+        app.on_shutdown.append(_on_shutdown)
+    return app[STATE]
+
+
+def add_catch_all(app: web.Application) -> None:
+    """OpenAI-style 404 for every other ``/v1/...`` URL; register it after all real routes."""
+    app.router.add_route("*", "/v1/{tail:.*}", invalid_url)
+
+
+def setup(app: web.Application, api_key: str | None = None, *, catch_all: bool = True) -> None:
+    """Install the Chat Completions emulator and the control endpoints on ``app``.
+
+    With ``catch_all=False`` the ``/v1/...`` 404 route is left out so that other emulators can
+    add their routes first (then call :func:`add_catch_all`).
+    """
+    ensure_state(app, api_key)
     r = app.router
     r.add_post("/v1/chat/completions", chat_completions)
     r.add_get("/v1/models", list_models)
@@ -496,4 +539,5 @@ def setup(app: web.Application, api_key: str | None = None) -> None:
     r.add_delete("/_sandbox/faults", delete_faults)
     r.add_get("/_sandbox/requests", get_requests)
     r.add_delete("/_sandbox/requests", delete_requests)
-    r.add_route("*", "/v1/{tail:.*}", invalid_url)
+    if catch_all:
+        add_catch_all(app)
