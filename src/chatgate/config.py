@@ -67,6 +67,7 @@ class Profile(_C):
     max_output_tokens: int | None = None
     default_max_tokens: int | None = None  # sent when the client gives none (Anthropic needs one)
     native_json_schema: bool = False  # Anthropic: output_config.format structured outputs
+    prefill: bool = True  # Anthropic: may a conversation end with an assistant message
     # Gemini: reasoning_effort -> thinkingLevel (Gemini 3) or thinkingBudget (Gemini 2.5)
     thinking_levels: dict[str, str] | None = None
     thinking_budgets: dict[str, int] | None = None

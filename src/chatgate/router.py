@@ -24,7 +24,7 @@ MODULES: dict[str, ModuleType] = {
 # The protocols the local sandbox emulates; other protocols' models are served through the
 # sandbox's OpenAI Chat emulator until their own emulator exists.
 # The base URL of each emulator follows its vendor SDK's convention (OpenAI's includes /v1).
-SANDBOX_PROTOCOLS = {"openai": "/v1"}
+SANDBOX_PROTOCOLS = {"openai": "/v1", "anthropic": ""}
 
 
 class Target(Struct):

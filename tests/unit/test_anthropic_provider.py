@@ -184,8 +184,42 @@ def test_json_schema_native_where_the_model_has_it() -> None:
     body, c = build(
         response_format={"type": "json_schema", "json_schema": {"name": "n", "schema": SCHEMA}}
     )
-    assert body["output_config"] == {"format": {"type": "json_schema", "schema": SCHEMA}}
+    closed = {**SCHEMA, "additionalProperties": False}  # Anthropic requires it on objects
+    assert body["output_config"] == {"format": {"type": "json_schema", "schema": closed}}
     assert "tools" not in body and not c.json_tool
+
+
+def test_json_schema_anthropic_cannot_enforce_falls_back_to_the_tool() -> None:
+    ranged = {"type": "object", "properties": {"x": {"type": "integer", "minimum": 3}}}
+    body, c = build(
+        response_format={"type": "json_schema", "json_schema": {"name": "n", "schema": ranged}}
+    )
+    assert "output_config" not in body and c.json_tool
+    assert body["tools"][-1]["input_schema"] == ranged  # the full schema, as given
+
+
+def test_strict_tools_closed_or_reported() -> None:
+    open_obj = {"type": "object", "properties": {"a": {"type": "string"}}}
+    ok = {"type": "function", "function": {"name": "f", "parameters": open_obj, "strict": True}}
+    body, c = build(tools=[ok])
+    assert body["tools"][0]["strict"] is True
+    assert body["tools"][0]["input_schema"]["additionalProperties"] is False
+    ranged = {"type": "object", "properties": {"a": {"type": "string", "maxLength": 3}}}
+    bad = {"type": "function", "function": {"name": "g", "parameters": ranged, "strict": True}}
+    body, c = build(tools=[bad])
+    assert "strict" not in body["tools"][0] and c.dropped == ["tools[0].function.strict"]
+
+
+def test_prefill_trailing_whitespace_trimmed_and_refused_where_unsupported() -> None:
+    msgs = [*U, {"role": "assistant", "content": "The answer is "}]
+    body, _ = build(messages=msgs)
+    assert body["messages"][-1] == {
+        "role": "assistant",
+        "content": [{"type": "text", "text": "The answer is"}],
+    }
+    with pytest.raises(InvalidRequest) as e:
+        build(find_profile(CFG, "claude-opus-4-6"), messages=msgs)
+    assert e.value.param == "messages[1]"
 
 
 def test_json_schema_forced_tool_fallback_and_back() -> None:

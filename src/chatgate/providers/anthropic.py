@@ -120,6 +120,8 @@ def build_request(
 ) -> UpstreamRequest:
     body: dict[str, Any] = {"model": dep.model}
     system, messages = _messages(req, ctx)
+    if messages[-1]["role"] == "assistant":
+        _prefill(messages, profile, len(req.messages) - 1)
     if system:
         body["system"] = system
     body["messages"] = messages
@@ -149,7 +151,7 @@ def build_request(
     user = req.safety_identifier or req.user
     if user:
         body["metadata"] = {"user_id": user}
-    tools, tool_choice = _tools(req, thinking is not None)
+    tools, tool_choice = _tools(req, thinking is not None, ctx.dropped)
     fmt = _response_format(req, profile, thinking is not None, bool(tools))
     if fmt is not None:
         kind, value, wrapped = fmt
@@ -179,6 +181,27 @@ def build_request(
         body=_encode(body),
         stream=bool(req.stream),
     )
+
+
+def _prefill(turns: list[dict[str, Any]], profile: Profile, last: int) -> None:
+    """A conversation ending with an assistant turn asks Claude to continue that text."""
+    if not profile.prefill:
+        raise InvalidRequest(
+            "This model cannot continue a final assistant message (prefill); end the "
+            "conversation with a user message.",
+            param=f"messages[{last}]",
+            code="unsupported_value",
+        )
+    # Anthropic refuses a prefill ending in whitespace; the continuation is the same.
+    blocks = turns[-1]["content"]
+    if blocks and blocks[-1]["type"] == "text":
+        text = blocks[-1]["text"].rstrip()
+        if text:
+            blocks[-1] = {"type": "text", "text": text}
+        else:
+            blocks.pop()
+    if not blocks:
+        turns.pop()
 
 
 def _unsigned_tool_turn(turns: list[dict[str, Any]]) -> bool:
@@ -389,7 +412,9 @@ def _thinking(req: ChatRequest, profile: Profile, max_tokens: int | None) -> dic
     return {"type": "enabled", "budget_tokens": budget}
 
 
-def _tools(req: ChatRequest, thinking: bool) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+def _tools(
+    req: ChatRequest, thinking: bool, dropped: list[str]
+) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
     tools: list[dict[str, Any]] = []
     for i, tool in enumerate(req.tools or ()):
         if isinstance(tool, CustomTool):
@@ -407,7 +432,12 @@ def _tools(req: ChatRequest, thinking: bool) -> tuple[list[dict[str, Any]], dict
         if fn.description:
             t["description"] = fn.description
         if fn.strict:
-            t["strict"] = True
+            strict = strict_schema(t["input_schema"])
+            if strict is not None:
+                t["strict"] = True
+                t["input_schema"] = strict
+            else:  # a schema Anthropic cannot enforce strictly: sent non-strict, and said so
+                dropped.append(f"tools[{i}].function.strict")
         tools.append(t)
     choice = req.tool_choice
     out: dict[str, Any] | None
@@ -442,6 +472,49 @@ def _tools(req: ChatRequest, thinking: bool) -> tuple[list[dict[str, Any]], dict
     return tools, out
 
 
+# Not accepted in Anthropic structured-output (and strict tool) schemas.
+_STRICT_UNSUPPORTED = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum",
+                       "multipleOf", "minLength", "maxLength", "maxItems")  # fmt: skip
+
+
+def strict_schema(schema: Any) -> Any:
+    """The schema as Anthropic's structured outputs take it, or None if it cannot be.
+
+    Every object must say ``additionalProperties: false``: where the client left it open it
+    is closed (any value valid against the result is valid against the original). Keywords
+    Anthropic does not support, or open additionalProperties, make the schema unusable: the
+    caller then falls back to a forced tool, which takes any JSON Schema.
+    """
+    if isinstance(schema, list):
+        items = [strict_schema(s) for s in schema]
+        return None if any(i is None for i in items) else items
+    if not isinstance(schema, dict):
+        return schema
+    if any(k in schema for k in _STRICT_UNSUPPORTED) or schema.get("minItems", 0) not in (0, 1):
+        return None
+    out: dict[str, Any] = {}
+    for key, value in schema.items():
+        if key in ("properties", "$defs", "definitions") and isinstance(value, dict):
+            sub = {name: strict_schema(v) for name, v in value.items()}
+            if any(v is None for v in sub.values()):
+                return None
+            out[key] = sub
+        elif key in ("items", "anyOf", "allOf", "oneOf", "prefixItems", "not"):
+            sub_value = strict_schema(value)
+            if sub_value is None:
+                return None
+            out[key] = sub_value
+        else:
+            out[key] = value
+    t = schema.get("type")
+    if t == "object" or (isinstance(t, list) and "object" in t) or "properties" in schema:
+        extra = schema.get("additionalProperties")
+        if extra not in (None, False):
+            return None
+        out["additionalProperties"] = False
+    return out
+
+
 def _response_format(
     req: ChatRequest, profile: Profile, thinking: bool, has_tools: bool
 ) -> tuple[str, dict[str, Any], bool] | None:
@@ -449,8 +522,9 @@ def _response_format(
     fmt = req.response_format
     if isinstance(fmt, JSONSchemaFormat):
         schema = fmt.json_schema.schema or {"type": "object"}
-        if profile.native_json_schema:
-            return "native", {"type": "json_schema", "schema": schema}, False
+        native = strict_schema(schema) if profile.native_json_schema else None
+        if native is not None:
+            return "native", {"type": "json_schema", "schema": native}, False
     elif isinstance(fmt, JSONObjectFormat):
         schema = {"type": "object"}
     else:
