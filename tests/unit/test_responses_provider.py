@@ -138,7 +138,6 @@ def test_all_variant_adds_hosted_web_search() -> None:
 @pytest.mark.parametrize(
     ("kw", "param"),
     [
-        ({"stop": "x"}, "stop"),
         ({"seed": 1}, "seed"),
         ({"presence_penalty": 1}, "presence_penalty"),
         ({"logit_bias": {"1": 1}}, "logit_bias"),
@@ -349,3 +348,41 @@ def test_stream_without_completion_is_interrupted() -> None:
     tr.feed(_ev(type="response.created", response={}))
     with pytest.raises(StreamInterrupted):
         tr.close()
+
+
+def test_stop_is_applied_by_the_gateway_non_stream() -> None:
+    body, c = build(stop=["ll", "zz"])
+    assert "stop" not in body and c.stop == ["ll", "zz"]
+    out, _ = r.parse_response(msgspec.json.encode(RESP), c)
+    choice = json.loads(out)["choices"][0]
+    assert choice["message"]["content"] == "He" and choice["finish_reason"] == "stop"
+
+
+def test_stop_is_applied_by_the_gateway_stream_across_deltas() -> None:
+    _, c = build(stop="lo w")
+    c.include_usage = True
+    tr = r.stream_translator(c)
+    deltas = ["Hel", "lo", " w", "orld", "!"]
+    events = [_ev(type="response.created", response={})]
+    events += [
+        _ev(type="response.output_text.delta", output_index=0, content_index=0, delta=d)
+        for d in deltas
+    ]
+    events.append(_ev(type="response.completed", response=RESP))
+    frames = b"".join(tr.feed(e) for e in events) + tr.close()
+    chunks = [json.loads(f[6:]) for f in frames.split(b"\n\n") if f]
+    text = "".join(ch["choices"][0]["delta"].get("content") or "" for ch in chunks if ch["choices"])
+    assert text == "Hel"
+    assert [ch["choices"][0]["finish_reason"] for ch in chunks if ch["choices"]][-1] == "stop"
+    assert chunks[-1]["usage"]["total_tokens"] == 30  # usage still counted
+
+
+def test_stop_scanner_releases_false_starts() -> None:
+    from chatgate.providers.base import StopScanner
+
+    sc = StopScanner(["abc"])
+    assert sc.push("xa") == "x"
+    assert sc.push("b") == ""
+    assert sc.push("d") == "abd"
+    assert sc.push("ab") == ""
+    assert sc.flush() == "ab" and not sc.hit

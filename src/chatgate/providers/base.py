@@ -33,6 +33,7 @@ class Context(Struct):
     dropped: list[str] = msgspec.field(default_factory=list)
     json_tool: bool = False  # JSON output is served by a forced tool (Anthropic fallback)
     json_tool_wrapped: bool = False  # ...whose input wraps a non-object answer in "value"
+    stop: list[str] | None = None  # stop sequences the gateway applies itself
     choice_index: int = 0  # fan-out: which choice this upstream call produces
     usage_chunk: bool = True  # fan-out: the merged stream sends one usage chunk itself
 
@@ -204,3 +205,45 @@ def apply_profile(
 
 def _show(v: Any) -> str:
     return "true" if v is True else str(v)
+
+
+# --- stop sequences the upstream cannot take ------------------------------------------
+
+
+def cut_at_stop(text: str, stops: list[str]) -> tuple[str, bool]:
+    """Text up to (not including) the first stop sequence, and whether one was found."""
+    cut = min((i for i in (text.find(s) for s in stops) if i >= 0), default=-1)
+    return (text[:cut], True) if cut >= 0 else (text, False)
+
+
+class StopScanner:
+    """Applies stop sequences to streamed text: holds back a tail that could be the start
+    of a stop sequence, releases it once it cannot be, and reports the hit."""
+
+    def __init__(self, stops: list[str]) -> None:
+        self._stops = stops
+        self._keep = max(len(s) for s in stops) - 1
+        self._held = ""
+        self.hit = False
+
+    def push(self, text: str) -> str:
+        if self.hit:
+            return ""
+        buf = self._held + text
+        out, self.hit = cut_at_stop(buf, self._stops)
+        if self.hit:
+            self._held = ""
+            return out
+        # keep the longest tail that is a prefix of some stop sequence
+        keep = 0
+        for n in range(min(self._keep, len(buf)), 0, -1):
+            tail = buf[-n:]
+            if any(s.startswith(tail) for s in self._stops):
+                keep = n
+                break
+        self._held = buf[len(buf) - keep :] if keep else ""
+        return buf[: len(buf) - keep]
+
+    def flush(self) -> str:
+        out, self._held = self._held, ""
+        return "" if self.hit else out

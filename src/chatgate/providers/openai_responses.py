@@ -21,7 +21,8 @@ Parameter table (chat client -> Responses), checkable against ../shared/protocol
 | user, safety_identifier, prompt_cache_key, metadata, service_tier, verbosity | same names (verbosity -> text.verbosity) | exact |
 | store                         | store (false unless the client says true)   | gateway default: nothing kept upstream |
 | n > 1                         | n parallel calls, merged                    | gateway fan-out |
-| stop, seed, penalties, logit_bias, logprobs, top_logprobs, audio, modalities, prediction, web_search_options | - | 400 naming them, or dropped + reported |
+| stop                          | -  (applied by the gateway: text is cut at the first stop sequence, finish_reason stop; usage counts what the upstream generated) | emulated |
+| seed, penalties, logit_bias, logprobs, top_logprobs, audio, modalities, prediction, web_search_options | - | 400 naming them, or dropped + reported |
 | options.web_search (-all)     | tools {type: web_search}                    | exact |
 
 Back: message output_text -> content (refusal parts -> refusal), function_call -> tool_calls
@@ -57,11 +58,10 @@ from ..schema import (
     UserMessage,
 )
 from . import openai as chat
-from .base import Context, UpstreamRequest
+from .base import Context, StopScanner, UpstreamRequest, cut_at_stop
 
 NATIVE_N = False
 UNSUPPORTED = (
-    "stop",
     "seed",
     "presence_penalty",
     "frequency_penalty",
@@ -76,6 +76,14 @@ UNSUPPORTED = (
     "functions",
     "function_call",
 )
+_AFTER_STOP = frozenset(
+    {
+        "response.function_call_arguments.delta",
+        "response.reasoning_summary_text.delta",
+        "response.output_item.added",
+        "response.refusal.delta",
+    }
+)
 INCOMPLETE = {"max_output_tokens": "length", "content_filter": "content_filter"}
 
 _decode = msgspec.json.decode
@@ -89,6 +97,8 @@ def build_request(
     req: ChatRequest, dep: Deployment, provider: Provider, ctx: Context, profile: Profile
 ) -> UpstreamRequest:
     instructions, items = _input(req, ctx)
+    if req.stop is not None:
+        ctx.stop = [req.stop] if isinstance(req.stop, str) else list(req.stop)
     body: dict[str, Any] = {"model": dep.model, "input": items, "store": bool(req.store)}
     if instructions:
         body["instructions"] = instructions
@@ -340,9 +350,15 @@ def parse_response(body: bytes, ctx: Context) -> tuple[bytes, Usage | None]:
             )
         elif kind == "reasoning":
             reasoning.extend(s.get("text", "") for s in item.get("summary") or ())
+    content = "".join(text) if text else None
+    stopped = False
+    if content is not None and ctx.stop:
+        content, stopped = cut_at_stop(content, ctx.stop)
+        if stopped:
+            calls = []  # the answer ends at the stop sequence
     message: dict[str, Any] = {
         "role": "assistant",
-        "content": "".join(text) if text else None,
+        "content": content,
         "refusal": "".join(refusal) if refusal else None,
         "annotations": annotations,
     }
@@ -361,7 +377,7 @@ def parse_response(body: bytes, ctx: Context) -> tuple[bytes, Usage | None]:
                 "index": 0,
                 "message": message,
                 "logprobs": None,
-                "finish_reason": _finish(resp, bool(calls)),
+                "finish_reason": "stop" if stopped else _finish(resp, bool(calls)),
             }
         ],
         "usage": usage.to_openai(),
@@ -383,6 +399,7 @@ class ResponsesStream:
         self.finish_reason: str | None = None
         self.done = False
         self._calls: dict[int, int] = {}  # output_index -> tool_calls index
+        self._stop = StopScanner(ctx.stop) if ctx.stop else None
         self._head = {
             "id": ctx.response_id,
             "object": "chat.completion.chunk",
@@ -412,7 +429,11 @@ class ResponsesStream:
         kind = ev.get("type") if isinstance(ev, dict) else None
         if kind == "response.output_text.delta":
             delta = ev.get("delta", "")
+            if self._stop is not None:
+                delta = self._stop.push(delta)
             return self._chunk({"content": delta}) if delta else b""
+        if self._stop is not None and self._stop.hit and kind in _AFTER_STOP:
+            return b""  # past a stop sequence: only the end (for usage) still matters
         if kind == "response.function_call_arguments.delta":
             k = self._calls.get(ev.get("output_index", -1))
             frag = ev.get("delta", "")
@@ -441,15 +462,7 @@ class ResponsesStream:
             delta = ev.get("delta", "")
             return self._chunk({"refusal": delta}) if delta else b""
         if kind in ("response.completed", "response.incomplete"):
-            resp = ev.get("response") or {}
-            self.done = True
-            self.usage = usage_from(resp.get("usage") or {})
-            self.finish_reason = _finish(resp, bool(self._calls))
-            out = self._chunk({}, self.finish_reason)
-            if self._ctx.include_usage and self._ctx.usage_chunk:
-                c = {**self._head, "choices": [], "usage": self.usage.to_openai()}
-                out += b"data: " + _encode(c) + b"\n\n"
-            return out
+            return self._end(ev)
         if kind == "response.failed":
             resp = ev.get("response") or {}
             failed = _failed(resp) or UpstreamError("The upstream response failed.")
@@ -462,6 +475,23 @@ class ResponsesStream:
                 code=str(ev.get("code") or "upstream_stream_error"),
             )
         return b""  # in_progress, *.done, content_part.*, and event types added later
+
+    def _end(self, ev: dict[str, Any]) -> bytes:
+        resp = ev.get("response") or {}
+        self.done = True
+        self.usage = usage_from(resp.get("usage") or {})
+        out = b""
+        if self._stop is not None:
+            rest = self._stop.flush()
+            if rest:
+                out += self._chunk({"content": rest})
+        stopped = self._stop is not None and self._stop.hit
+        self.finish_reason = "stop" if stopped else _finish(resp, bool(self._calls))
+        out += self._chunk({}, self.finish_reason)
+        if self._ctx.include_usage and self._ctx.usage_chunk:
+            c = {**self._head, "choices": [], "usage": self.usage.to_openai()}
+            out += b"data: " + _encode(c) + b"\n\n"
+        return out
 
     def close(self) -> bytes:
         if not self.done:
