@@ -68,25 +68,23 @@ from ..schema import (
     Usage,
     UserMessage,
 )
+from ._shared import (
+    OPENAI_ONLY,
+    ChunkWriter,
+    assistant_text,
+    completion,
+    decode_body,
+    decode_event,
+    function_role,
+    text_of,
+    tool_call_args,
+)
 from .base import Context, UpstreamRequest
 
 API_VERSION = "2023-06-01"
 NATIVE_N = False  # n > 1 is served by fanning out n calls
 # Parameters of the OpenAI API with no Anthropic equivalent at all (model-independent).
-UNSUPPORTED = (
-    "metadata",
-    "store",
-    "service_tier",
-    "prediction",
-    "modalities",
-    "audio",
-    "web_search_options",
-    "verbosity",
-    "prompt_cache_key",
-    "prompt_cache_retention",
-    "functions",
-    "function_call",
-)
+UNSUPPORTED = OPENAI_ONLY
 THINKING_BUDGET = {
     "minimal": 1024,
     "low": 1024,
@@ -215,12 +213,6 @@ def _unsigned_tool_turn(turns: list[dict[str, Any]]) -> bool:
     return False
 
 
-def _text_of(content: str | list[TextPart]) -> str:
-    if isinstance(content, str):
-        return content
-    return "".join(p.text for p in content)
-
-
 def _messages(req: ChatRequest, ctx: Context) -> tuple[str, list[dict[str, Any]]]:
     system: list[str] = []
     turns: list[dict[str, Any]] = []
@@ -237,7 +229,7 @@ def _messages(req: ChatRequest, ctx: Context) -> tuple[str, list[dict[str, Any]]
         if getattr(msg, "name", None) and not isinstance(msg, FunctionMessage):
             named = True
         if isinstance(msg, (SystemMessage, DeveloperMessage)):
-            text = _text_of(msg.content)
+            text = text_of(msg.content)
             if text:
                 system.append(text)
         elif isinstance(msg, UserMessage):
@@ -255,17 +247,12 @@ def _messages(req: ChatRequest, ctx: Context) -> tuple[str, list[dict[str, Any]]
                     {
                         "type": "tool_result",
                         "tool_use_id": msg.tool_call_id,
-                        "content": _text_of(msg.content),
+                        "content": text_of(msg.content),
                     }
                 ],
             )
         else:  # FunctionMessage (deprecated functions API)
-            raise InvalidRequest(
-                "Messages with role 'function' (the deprecated functions API) cannot be "
-                "translated for this model; use tools and role 'tool'.",
-                param=f"messages[{i}].role",
-                code="unsupported_value",
-            )
+            raise function_role(i)
     for turn in turns:
         if turn["role"] == "user":
             # tool_result blocks must come first in a user turn
@@ -350,35 +337,10 @@ def _assistant_blocks(msg: AssistantMessage, i: int) -> list[dict[str, Any]]:
             blocks.append({"type": "redacted_thinking", "data": tb.data})
         elif tb.signature:
             blocks.append({"type": "thinking", "thinking": tb.thinking, "signature": tb.signature})
-    content = msg.content
-    if isinstance(content, str):
-        if content:
-            blocks.append({"type": "text", "text": content})
-    elif content:
-        for part in content:
-            text = part.text if isinstance(part, TextPart) else part.refusal
-            if text:
-                blocks.append({"type": "text", "text": text})
-    if msg.refusal and not content:
-        blocks.append({"type": "text", "text": msg.refusal})
+    blocks.extend({"type": "text", "text": t} for t in assistant_text(msg))
     for j, tc in enumerate(msg.tool_calls or ()):
-        fn = getattr(tc, "function", None)
-        if fn is None:
-            raise InvalidRequest(
-                "Custom tool calls cannot be sent to this model.",
-                param=f"messages[{i}].tool_calls[{j}].type",
-                code="unsupported_value",
-            )
-        try:
-            args = _decode(fn.arguments) if fn.arguments.strip() else {}
-        except msgspec.DecodeError:
-            args = None
-        if not isinstance(args, dict):
-            raise InvalidRequest(
-                "Tool call arguments must be a JSON object.",
-                param=f"messages[{i}].tool_calls[{j}].function.arguments",
-            )
-        blocks.append({"type": "tool_use", "id": tc.id, "name": fn.name, "input": args})
+        name, args = tool_call_args(tc, i, j)
+        blocks.append({"type": "tool_use", "id": tc.id, "name": name, "input": args})
     return blocks
 
 
@@ -584,10 +546,7 @@ def _json_tool_text(block: dict[str, Any], wrapped: bool) -> str:
 
 
 def parse_response(body: bytes, ctx: Context) -> tuple[bytes, Usage | None]:
-    try:
-        data = _decode(body)
-    except msgspec.DecodeError:
-        raise UpstreamError("The upstream provider returned a malformed response.") from None
+    data = decode_body(body)
     if not isinstance(data, dict) or data.get("type") != "message":
         raise UpstreamError("The upstream provider returned an unexpected response.")
     text: list[str] = []
@@ -642,63 +601,25 @@ def parse_response(body: bytes, ctx: Context) -> tuple[bytes, Usage | None]:
     if blocks:
         message["thinking_blocks"] = blocks
     usage = usage_from(data.get("usage") or {})
-    out = {
-        "id": ctx.response_id,
-        "object": "chat.completion",
-        "created": ctx.created,
-        "model": ctx.public_model,
-        "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}],
-        "usage": usage.to_openai(),
-        "system_fingerprint": None,
-    }
-    return _encode(out), usage
+    choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": finish}
+    return completion(ctx, [choice], usage), usage
 
 
 # --- streaming -------------------------------------------------------------------------
 
 
-class AnthropicStream:
+class AnthropicStream(ChunkWriter):
     """message_start ... message_stop -> OpenAI chunks (a state machine, one per request)."""
 
     def __init__(self, ctx: Context) -> None:
-        self._ctx = ctx
-        self.usage: Usage | None = None
-        self.finish_reason: str | None = None
-        self.done = False
+        super().__init__(ctx)
         self._raw_usage: dict[str, Any] = {}
         self._blocks: dict[int, dict[str, Any]] = {}  # anthropic index -> block state
         self._tools = 0  # OpenAI tool_calls index of the next tool_use block
-        self._head = {
-            "id": ctx.response_id,
-            "object": "chat.completion.chunk",
-            "created": ctx.created,
-            "model": ctx.public_model,
-        }
-
-    def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> bytes:
-        c: dict[str, Any] = {
-            **self._head,
-            "choices": [
-                {
-                    "index": self._ctx.choice_index,
-                    "delta": delta,
-                    "logprobs": None,
-                    "finish_reason": finish,
-                }
-            ],
-        }
-        if self._ctx.include_usage:
-            c["usage"] = None
-        return b"data: " + _encode(c) + b"\n\n"
 
     def feed(self, data: bytes) -> bytes:
-        try:
-            ev = _decode(data)
-        except msgspec.DecodeError:
-            raise StreamInterrupted(
-                "The upstream provider sent a malformed stream event."
-            ) from None
-        kind = ev.get("type") if isinstance(ev, dict) else None
+        ev = decode_event(data)
+        kind = ev.get("type")
         if kind == "content_block_delta":
             return self._delta(ev)
         if kind == "message_start":
@@ -727,10 +648,7 @@ class AnthropicStream:
         if kind == "message_stop":
             self.done = True
             self.usage = usage_from(self._raw_usage)
-            if not (self._ctx.include_usage and self._ctx.usage_chunk):
-                return b""
-            c = {**self._head, "choices": [], "usage": self.usage.to_openai()}
-            return b"data: " + _encode(c) + b"\n\n"
+            return self._usage_chunk()
         if kind == "error":
             err = ev.get("error") or {}
             if self._raw_usage:
@@ -814,11 +732,6 @@ class AnthropicStream:
             if self._ctx.json_tool_wrapped and isinstance(value, dict) and "value" in value:
                 value = value["value"]
             return self._chunk({"content": _encode(value).decode()})
-        return b""
-
-    def close(self) -> bytes:
-        if not self.done:
-            raise StreamInterrupted("The upstream stream ended before it was complete.")
         return b""
 
 

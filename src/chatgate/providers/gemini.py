@@ -69,23 +69,21 @@ from ..schema import (
     Usage,
     UserMessage,
 )
+from ._shared import (
+    OPENAI_ONLY,
+    ChunkWriter,
+    assistant_text,
+    completion,
+    decode_body,
+    decode_event,
+    function_role,
+    text_of,
+    tool_call_args,
+)
 from .base import Context, UpstreamRequest
 
 NATIVE_N = True
-UNSUPPORTED = (
-    "metadata",
-    "store",
-    "service_tier",
-    "prediction",
-    "modalities",
-    "audio",
-    "web_search_options",
-    "verbosity",
-    "prompt_cache_key",
-    "prompt_cache_retention",
-    "functions",
-    "function_call",
-)
+UNSUPPORTED = OPENAI_ONLY
 FILTERED = {"SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY",
             "IMAGE_PROHIBITED_CONTENT", "IMAGE_RECITATION"}  # fmt: skip
 SIG = "__thought__"  # tool call id = "call_<id>" + SIG + thoughtSignature
@@ -128,10 +126,6 @@ def build_request(
     return UpstreamRequest(url=url, headers=headers, body=_encode(body), stream=bool(req.stream))
 
 
-def _text_of(content: str | list[TextPart]) -> str:
-    return content if isinstance(content, str) else "".join(p.text for p in content)
-
-
 def split_call_id(call_id: str) -> tuple[str, str | None]:
     head, sep, sig = call_id.partition(SIG)
     return head, (sig if sep else None)
@@ -155,7 +149,7 @@ def _contents(req: ChatRequest, ctx: Context) -> tuple[str, list[dict[str, Any]]
         if getattr(msg, "name", None) and not isinstance(msg, FunctionMessage):
             named = True
         if isinstance(msg, (SystemMessage, DeveloperMessage)):
-            text = _text_of(msg.content)
+            text = text_of(msg.content)
             if text:
                 system.append(text)
         elif isinstance(msg, UserMessage):
@@ -169,7 +163,7 @@ def _contents(req: ChatRequest, ctx: Context) -> tuple[str, list[dict[str, Any]]
                     "A tool message must answer a tool call of an earlier assistant message.",
                     param=f"messages[{i}].tool_call_id",
                 )
-            text = _text_of(msg.content)
+            text = text_of(msg.content)
             try:
                 value = _decode(text) if text.strip() else None
             except msgspec.DecodeError:
@@ -177,12 +171,7 @@ def _contents(req: ChatRequest, ctx: Context) -> tuple[str, list[dict[str, Any]]
             response = value if isinstance(value, dict) else {"output": text}
             add("user", [{"functionResponse": {"name": name, "response": response}}])
         else:
-            raise InvalidRequest(
-                "Messages with role 'function' (the deprecated functions API) cannot be "
-                "translated for this model; use tools and role 'tool'.",
-                param=f"messages[{i}].role",
-                code="unsupported_value",
-            )
+            raise function_role(i)
     if named:
         ctx.dropped.append("messages[].name")
     if not contents:
@@ -240,37 +229,11 @@ def _media(url: str, param: str) -> dict[str, Any]:
 
 
 def _model_parts(msg: AssistantMessage, i: int, names: dict[str, str]) -> list[dict[str, Any]]:
-    parts: list[dict[str, Any]] = []
-    content = msg.content
-    if isinstance(content, str):
-        if content:
-            parts.append({"text": content})
-    elif content:
-        for p in content:
-            text = p.text if isinstance(p, TextPart) else p.refusal
-            if text:
-                parts.append({"text": text})
-    if msg.refusal and not content:
-        parts.append({"text": msg.refusal})
+    parts: list[dict[str, Any]] = [{"text": t} for t in assistant_text(msg)]
     for j, tc in enumerate(msg.tool_calls or ()):
-        fn = getattr(tc, "function", None)
-        if fn is None:
-            raise InvalidRequest(
-                "Custom tool calls cannot be sent to this model.",
-                param=f"messages[{i}].tool_calls[{j}].type",
-                code="unsupported_value",
-            )
-        try:
-            args = _decode(fn.arguments) if fn.arguments.strip() else {}
-        except msgspec.DecodeError:
-            args = None
-        if not isinstance(args, dict):
-            raise InvalidRequest(
-                "Tool call arguments must be a JSON object.",
-                param=f"messages[{i}].tool_calls[{j}].function.arguments",
-            )
-        names[tc.id] = fn.name
-        part: dict[str, Any] = {"functionCall": {"name": fn.name, "args": args}}
+        name, args = tool_call_args(tc, i, j)
+        names[tc.id] = name
+        part: dict[str, Any] = {"functionCall": {"name": name, "args": args}}
         _, sig = split_call_id(tc.id)
         if sig:
             part["thoughtSignature"] = sig
@@ -446,10 +409,7 @@ def _blocked(data: dict[str, Any]) -> GatewayError | None:
 
 
 def parse_response(body: bytes, ctx: Context) -> tuple[bytes, Usage | None]:
-    try:
-        data = _decode(body)
-    except msgspec.DecodeError:
-        raise UpstreamError("The upstream provider returned a malformed response.") from None
+    data = decode_body(body)
     if not isinstance(data, dict):
         raise UpstreamError("The upstream provider returned an unexpected response.")
     blocked = _blocked(data)
@@ -486,60 +446,24 @@ def parse_response(body: bytes, ctx: Context) -> tuple[bytes, Usage | None]:
     if not choices:
         raise UpstreamError("The upstream provider returned no candidates.")
     usage = usage_from(data.get("usageMetadata") or {})
-    out = {
-        "id": ctx.response_id,
-        "object": "chat.completion",
-        "created": ctx.created,
-        "model": ctx.public_model,
-        "choices": choices,
-        "usage": usage.to_openai(),
-        "system_fingerprint": None,
-    }
-    return _encode(out), usage
+    return completion(ctx, choices, usage), usage
 
 
 # --- streaming -------------------------------------------------------------------------
 
 
-class GeminiStream:
+class GeminiStream(ChunkWriter):
     """Each SSE chunk is a whole GenerateContentResponse holding only the new parts; the
     stream ends when the connection closes (no terminator)."""
 
     def __init__(self, ctx: Context) -> None:
-        self._ctx = ctx
-        self.usage: Usage | None = None
-        self.finish_reason: str | None = None
-        self.done = False
+        super().__init__(ctx)
         self._started: set[int] = set()
         self._calls: dict[int, int] = {}  # candidate -> tool calls so far
         self._finished: set[int] = set()
-        self._head = {
-            "id": ctx.response_id,
-            "object": "chat.completion.chunk",
-            "created": ctx.created,
-            "model": ctx.public_model,
-        }
-
-    def _chunk(self, index: int, delta: dict[str, Any], finish: str | None = None) -> bytes:
-        c: dict[str, Any] = {
-            **self._head,
-            "choices": [
-                {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}
-            ],
-        }
-        if self._ctx.include_usage:
-            c["usage"] = None
-        return b"data: " + _encode(c) + b"\n\n"
 
     def feed(self, data: bytes) -> bytes:
-        try:
-            ev = _decode(data)
-        except msgspec.DecodeError:
-            raise StreamInterrupted(
-                "The upstream provider sent a malformed stream event."
-            ) from None
-        if not isinstance(ev, dict):
-            raise StreamInterrupted("The upstream provider sent an unexpected stream event.")
+        ev = decode_event(data)
         if "error" in ev:
             err = ev["error"] if isinstance(ev["error"], dict) else {}
             raise StreamInterrupted(
@@ -556,31 +480,30 @@ class GeminiStream:
             index = cand.get("index", pos)
             if index not in self._started:
                 self._started.add(index)
-                out += self._chunk(index, {"role": "assistant", "content": "", "refusal": None})
+                out += self._chunk(
+                    {"role": "assistant", "content": "", "refusal": None}, index=index
+                )
             for part in (cand.get("content") or {}).get("parts") or ():
                 if "functionCall" in part:
                     k = self._calls.get(index, 0)
                     self._calls[index] = k + 1
                     call = _call(part, self._ctx, index, k)
-                    out += self._chunk(index, {"tool_calls": [{"index": k, **call}]})
+                    out += self._chunk({"tool_calls": [{"index": k, **call}]}, index=index)
                 elif part.get("text"):
                     key = "reasoning_content" if part.get("thought") else "content"
-                    out += self._chunk(index, {key: part["text"]})
+                    out += self._chunk({key: part["text"]}, index=index)
             reason = cand.get("finishReason")
             if reason and index not in self._finished:
                 self._finished.add(index)
                 self.finish_reason = finish_of(reason, self._calls.get(index, 0) > 0)
-                out += self._chunk(index, {}, self.finish_reason)
+                out += self._chunk({}, self.finish_reason, index=index)
         return out
 
     def close(self) -> bytes:
         if not self._finished or self._finished != self._started:
             raise StreamInterrupted("The upstream stream ended before it was complete.")
         self.done = True
-        if not (self._ctx.include_usage and self._ctx.usage_chunk) or self.usage is None:
-            return b""
-        c = {**self._head, "choices": [], "usage": self.usage.to_openai()}
-        return b"data: " + _encode(c) + b"\n\n"
+        return self._usage_chunk()
 
 
 def stream_translator(ctx: Context) -> GeminiStream:

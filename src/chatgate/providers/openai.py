@@ -33,6 +33,7 @@ from ..errors import (
     UpstreamError,
 )
 from ..schema import AssistantMessage, ChatRequest, StreamOptions, Usage
+from ._shared import ChunkWriter
 from .base import Context, UpstreamRequest
 
 _decode = msgspec.json.decode
@@ -89,16 +90,8 @@ def parse_response(body: bytes, ctx: Context) -> tuple[bytes, Usage | None]:
     return _encode(data), Usage.from_openai(data.get("usage"))
 
 
-class OpenAIStream:
+class OpenAIStream(ChunkWriter):
     """Relays upstream chunks one by one, rewriting id/model/created."""
-
-    __slots__ = ("_ctx", "done", "finish_reason", "usage")
-
-    def __init__(self, ctx: Context) -> None:
-        self._ctx = ctx
-        self.usage: Usage | None = None
-        self.finish_reason: str | None = None
-        self.done = False
 
     def feed(self, data: bytes) -> bytes:
         if data == b"[DONE]":
@@ -136,11 +129,6 @@ class OpenAIStream:
         if not ctx.include_usage:
             chunk.pop("usage", None)
         return b"data: " + _encode(chunk) + b"\n\n"
-
-    def close(self) -> bytes:
-        if not self.done:
-            raise StreamInterrupted("The upstream stream ended before it was complete.")
-        return b""
 
 
 def stream_translator(ctx: Context) -> OpenAIStream:

@@ -58,6 +58,7 @@ from ..schema import (
     UserMessage,
 )
 from . import openai as chat
+from ._shared import ChunkWriter, completion, decode_body, decode_event, function_role, text_of
 from .base import Context, StopScanner, UpstreamRequest, cut_at_stop
 
 NATIVE_N = False
@@ -162,10 +163,6 @@ def build_request(
     )
 
 
-def _text_of(content: str | list[TextPart]) -> str:
-    return content if isinstance(content, str) else "".join(p.text for p in content)
-
-
 def _input(req: ChatRequest, ctx: Context) -> tuple[str, list[dict[str, Any]]]:
     system: list[str] = []
     items: list[dict[str, Any]] = []
@@ -174,7 +171,7 @@ def _input(req: ChatRequest, ctx: Context) -> tuple[str, list[dict[str, Any]]]:
         if getattr(msg, "name", None) and not isinstance(msg, FunctionMessage):
             named = True
         if isinstance(msg, (SystemMessage, DeveloperMessage)):
-            text = _text_of(msg.content)
+            text = text_of(msg.content)
             if text:
                 system.append(text)
         elif isinstance(msg, UserMessage):
@@ -186,16 +183,11 @@ def _input(req: ChatRequest, ctx: Context) -> tuple[str, list[dict[str, Any]]]:
                 {
                     "type": "function_call_output",
                     "call_id": msg.tool_call_id,
-                    "output": _text_of(msg.content),
+                    "output": text_of(msg.content),
                 }
             )
         else:
-            raise InvalidRequest(
-                "Messages with role 'function' (the deprecated functions API) cannot be "
-                "translated for this model; use tools and role 'tool'.",
-                param=f"messages[{i}].role",
-                code="unsupported_value",
-            )
+            raise function_role(i)
     if named:
         ctx.dropped.append("messages[].name")
     return "\n\n".join(system), items
@@ -317,10 +309,7 @@ def _failed(resp: dict[str, Any]) -> GatewayError | None:
 
 
 def parse_response(body: bytes, ctx: Context) -> tuple[bytes, Usage | None]:
-    try:
-        resp = _decode(body)
-    except msgspec.DecodeError:
-        raise UpstreamError("The upstream provider returned a malformed response.") from None
+    resp = decode_body(body)
     if not isinstance(resp, dict) or resp.get("object") != "response":
         raise UpstreamError("The upstream provider returned an unexpected response.")
     failed = _failed(resp)
@@ -367,66 +356,29 @@ def parse_response(body: bytes, ctx: Context) -> tuple[bytes, Usage | None]:
     if reasoning:
         message["reasoning_content"] = "\n\n".join(reasoning)
     usage = usage_from(resp.get("usage") or {})
-    out = {
-        "id": ctx.response_id,
-        "object": "chat.completion",
-        "created": ctx.created,
-        "model": ctx.public_model,
-        "choices": [
-            {
-                "index": 0,
-                "message": message,
-                "logprobs": None,
-                "finish_reason": "stop" if stopped else _finish(resp, bool(calls)),
-            }
-        ],
-        "usage": usage.to_openai(),
-        "service_tier": resp.get("service_tier"),
-        "system_fingerprint": None,
+    choice = {
+        "index": 0,
+        "message": message,
+        "logprobs": None,
+        "finish_reason": "stop" if stopped else _finish(resp, bool(calls)),
     }
-    return _encode(out), usage
+    return completion(ctx, [choice], usage, service_tier=resp.get("service_tier")), usage
 
 
 # --- streaming -------------------------------------------------------------------------
 
 
-class ResponsesStream:
+class ResponsesStream(ChunkWriter):
     """Semantic events (response.created ... response.completed) -> chat chunks."""
 
     def __init__(self, ctx: Context) -> None:
-        self._ctx = ctx
-        self.usage: Usage | None = None
-        self.finish_reason: str | None = None
-        self.done = False
+        super().__init__(ctx)
         self._calls: dict[int, int] = {}  # output_index -> tool_calls index
         self._stop = StopScanner(ctx.stop) if ctx.stop else None
-        self._head = {
-            "id": ctx.response_id,
-            "object": "chat.completion.chunk",
-            "created": ctx.created,
-            "model": ctx.public_model,
-        }
-
-    def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> bytes:
-        c: dict[str, Any] = {
-            **self._head,
-            "choices": [
-                {"index": self._ctx.choice_index, "delta": delta, "logprobs": None,
-                 "finish_reason": finish}
-            ],
-        }  # fmt: skip
-        if self._ctx.include_usage:
-            c["usage"] = None
-        return b"data: " + _encode(c) + b"\n\n"
 
     def feed(self, data: bytes) -> bytes:
-        try:
-            ev = _decode(data)
-        except msgspec.DecodeError:
-            raise StreamInterrupted(
-                "The upstream provider sent a malformed stream event."
-            ) from None
-        kind = ev.get("type") if isinstance(ev, dict) else None
+        ev = decode_event(data)
+        kind = ev.get("type")
         if kind == "response.output_text.delta":
             delta = ev.get("delta", "")
             if self._stop is not None:
@@ -487,16 +439,7 @@ class ResponsesStream:
                 out += self._chunk({"content": rest})
         stopped = self._stop is not None and self._stop.hit
         self.finish_reason = "stop" if stopped else _finish(resp, bool(self._calls))
-        out += self._chunk({}, self.finish_reason)
-        if self._ctx.include_usage and self._ctx.usage_chunk:
-            c = {**self._head, "choices": [], "usage": self.usage.to_openai()}
-            out += b"data: " + _encode(c) + b"\n\n"
-        return out
-
-    def close(self) -> bytes:
-        if not self.done:
-            raise StreamInterrupted("The upstream stream ended before it was complete.")
-        return b""
+        return out + self._chunk({}, self.finish_reason) + self._usage_chunk()
 
 
 def stream_translator(ctx: Context) -> ResponsesStream:
