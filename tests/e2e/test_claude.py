@@ -339,3 +339,16 @@ def test_mid_stream_error_event_ends_the_stream(client: openai.OpenAI) -> None:
         for _ in stream:
             pass
     assert "Overloaded" in str(e.value)
+
+
+def test_fan_out_fails_as_one_when_a_call_fails(server: Server, client: openai.OpenAI) -> None:
+    faults = sandbox_url(server) + "/_sandbox/faults"
+    httpx.post(faults, json={"model": "claude-sonnet-4-6", "error": 529, "count": 1})
+    try:
+        with pytest.raises(openai.InternalServerError) as e:
+            client.chat.completions.create(
+                model=SONNET, messages=[{"role": "user", "content": "Name a fruit"}], n=3
+            )
+        assert e.value.status_code == 503
+    finally:
+        httpx.delete(faults)

@@ -217,9 +217,15 @@ async def _relay_json(
     if calls == 1:
         out, rec.usage = await _call_json(gw, target, ureq, ctx, rec)
     else:
-        out, rec.usage = _merge(
-            await asyncio.gather(*(_call_json(gw, target, ureq, ctx, rec) for _ in range(calls)))
-        )
+        # A TaskGroup cancels the sibling calls as soon as one fails.
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tasks = [
+                    tg.create_task(_call_json(gw, target, ureq, ctx, rec)) for _ in range(calls)
+                ]
+        except BaseExceptionGroup as group:
+            raise group.exceptions[0] from None
+        out, rec.usage = _merge([t.result() for t in tasks])
     rec.status = 200
     watcher.cancel()
     await send(
