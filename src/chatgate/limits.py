@@ -1,0 +1,238 @@
+"""Admission and settlement: rate (rpm), tokens (tpm), concurrency and budget, per key.
+
+One interface (:class:`Limiter`), two backends: :class:`MemoryLimiter` here (one process) and
+a Redis backend for clusters. A request is *admitted* before it goes upstream — its worst-case
+cost is reserved against the key's budget — and *settled* when it ends, replacing the
+reservation with the real cost. Because reservations count as spent until settled, concurrent
+requests can never spend past the budget together.
+
+Amounts are integer micro-USD; time comes from an injectable clock (tests move it).
+"""
+
+from __future__ import annotations
+
+import calendar
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Literal, Protocol
+
+from msgspec import Struct
+
+from .errors import RateLimited
+
+Period = Literal["total", "daily", "monthly"]
+WINDOW = 60.0  # seconds: rpm and tpm are counted over a sliding minute
+
+
+class Policy(Struct, frozen=True):
+    """The limits of one caller (an API key or a JWT subject); None = unlimited."""
+
+    rpm: int | None = None
+    tpm: int | None = None
+    max_concurrency: int | None = None
+    budget_micros: int | None = None
+    budget_period: Period = "total"
+
+
+class Admission(Struct):
+    """What a request holds between admit and settle."""
+
+    key_id: str
+    tokens: int
+    micros: int  # reserved against the budget
+    period_start: float
+    headers: dict[str, str]
+    settled: bool = False
+
+
+class BudgetExceeded(RateLimited):
+    code = "insufficient_quota"
+    type = "insufficient_quota"
+
+
+def period_start(period: Period, now: float) -> float:
+    """Start of the budget period containing ``now``, at UTC boundaries."""
+    if period == "total":
+        return 0.0
+    t = time.gmtime(now)
+    if period == "daily":
+        return float(calendar.timegm((t.tm_year, t.tm_mon, t.tm_mday, 0, 0, 0)))
+    return float(calendar.timegm((t.tm_year, t.tm_mon, 1, 0, 0, 0)))
+
+
+def period_end(period: Period, now: float) -> float | None:
+    if period == "total":
+        return None
+    t = time.gmtime(now)
+    if period == "daily":
+        return period_start("daily", now) + 86400.0
+    year, month = (t.tm_year + 1, 1) if t.tm_mon == 12 else (t.tm_year, t.tm_mon + 1)
+    return float(calendar.timegm((year, month, 1, 0, 0, 0)))
+
+
+def go_duration(seconds: float) -> str:
+    """OpenAI's reset format: 120ms, 1s, 6m0s."""
+    if seconds < 1:
+        return f"{max(0, round(seconds * 1000))}ms"
+    s = round(seconds)
+    return f"{s // 60}m{s % 60}s" if s >= 60 else f"{s}s"
+
+
+class Limiter(Protocol):
+    async def admit(
+        self, key_id: str, policy: Policy, tokens: int, micros: int
+    ) -> Admission: ...
+
+    async def settle(self, adm: Admission, tokens: int, micros: int) -> None: ...
+
+    async def spent(self, key_id: str, policy: Policy) -> int: ...
+
+
+SpentLoader = Callable[[str, float], int]  # (key id, period start) -> micro-USD spent
+
+
+class _KeyState:
+    __slots__ = ("active", "period", "requests", "reserved", "spent", "tokens", "tokens_sum")
+
+    def __init__(self) -> None:
+        self.requests: deque[float] = deque()
+        self.tokens: deque[list[float]] = deque()  # [time, tokens]
+        self.tokens_sum = 0.0
+        self.active = 0
+        self.period: float | None = None
+        self.spent = 0  # settled micro-USD in the current period
+        self.reserved = 0  # micro-USD held by requests in flight
+
+
+class MemoryLimiter:
+    """Exact limits for one process. The settled spend of a period is loaded once from the
+    usage rows (``load_spent``) so that a restart does not forget what was spent."""
+
+    def __init__(self, load_spent: SpentLoader, clock: Callable[[], float] = time.time) -> None:
+        self._load = load_spent
+        self._clock = clock
+        self._keys: dict[str, _KeyState] = {}
+
+    def _state(self, key_id: str, policy: Policy, now: float) -> _KeyState:
+        st = self._keys.get(key_id)
+        if st is None:
+            st = self._keys[key_id] = _KeyState()
+        if policy.budget_micros is not None:
+            start = period_start(policy.budget_period, now)
+            if st.period is None:  # first use in this process: what the usage rows say
+                st.spent = self._load(key_id, start)
+            elif st.period != start:  # the period rolled over: a fresh budget
+                st.spent = 0
+            st.period = start
+        return st
+
+    def _expire(self, st: _KeyState, now: float) -> None:
+        horizon = now - WINDOW
+        while st.requests and st.requests[0] <= horizon:
+            st.requests.popleft()
+        while st.tokens and st.tokens[0][0] <= horizon:
+            st.tokens_sum -= st.tokens.popleft()[1]
+
+    async def admit(self, key_id: str, policy: Policy, tokens: int, micros: int) -> Admission:
+        now = self._clock()
+        st = self._state(key_id, policy, now)
+        self._expire(st, now)
+        if policy.rpm is not None and len(st.requests) >= policy.rpm:
+            wait = st.requests[0] + WINDOW - now
+            raise RateLimited(
+                f"Rate limit reached: {policy.rpm} requests per minute for this key.",
+                code="rate_limit_exceeded",
+                type="requests",
+                headers={"retry-after": str(max(1, int(wait + 0.999)))},
+            )
+        if policy.tpm is not None:
+            if tokens > policy.tpm:
+                raise RateLimited(
+                    f"This request may use up to {tokens} tokens, more than this key's "
+                    f"limit of {policy.tpm} tokens per minute; lower max_tokens.",
+                    code="rate_limit_exceeded",
+                    type="tokens",
+                )
+            if st.tokens_sum + tokens > policy.tpm:
+                need = st.tokens_sum + tokens - policy.tpm
+                wait, freed = 0.0, 0.0
+                for t, n in st.tokens:
+                    freed += n
+                    wait = t + WINDOW - now
+                    if freed >= need:
+                        break
+                raise RateLimited(
+                    f"Rate limit reached: {policy.tpm} tokens per minute for this key.",
+                    code="rate_limit_exceeded",
+                    type="tokens",
+                    headers={"retry-after": str(max(1, int(wait + 0.999)))},
+                )
+        if policy.max_concurrency is not None and st.active >= policy.max_concurrency:
+            raise RateLimited(
+                f"Too many concurrent requests: this key allows {policy.max_concurrency}.",
+                code="concurrency_limit_exceeded",
+                type="requests",
+                headers={"retry-after": "1"},
+            )
+        if policy.budget_micros is not None:
+            if st.spent + st.reserved + micros > policy.budget_micros:
+                end = period_end(policy.budget_period, now)
+                headers = {"retry-after": str(int(end - now) + 1)} if end else {}
+                left = max(0, policy.budget_micros - st.spent - st.reserved)
+                raise BudgetExceeded(
+                    f"This key's budget does not cover this request: it may cost up to "
+                    f"${micros / 1e6:.6f} and ${left / 1e6:.6f} is left"
+                    + (f" until the {policy.budget_period} budget resets." if end else "."),
+                    headers=headers,
+                )
+            st.reserved += micros
+        st.requests.append(now)
+        if policy.tpm is not None:
+            st.tokens.append([now, float(tokens)])
+            st.tokens_sum += tokens
+        st.active += 1
+        return Admission(
+            key_id=key_id,
+            tokens=tokens,
+            micros=micros if policy.budget_micros is not None else 0,
+            period_start=st.period or 0.0,
+            headers=self._headers(st, policy, now),
+        )
+
+    def _headers(self, st: _KeyState, policy: Policy, now: float) -> dict[str, str]:
+        h: dict[str, str] = {}
+        if policy.rpm is not None:
+            h["x-ratelimit-limit-requests"] = str(policy.rpm)
+            h["x-ratelimit-remaining-requests"] = str(max(0, policy.rpm - len(st.requests)))
+            h["x-ratelimit-reset-requests"] = go_duration(st.requests[0] + WINDOW - now)
+        if policy.tpm is not None:
+            h["x-ratelimit-limit-tokens"] = str(policy.tpm)
+            h["x-ratelimit-remaining-tokens"] = str(max(0, int(policy.tpm - st.tokens_sum)))
+            reset = st.tokens[0][0] + WINDOW - now if st.tokens else 0.0
+            h["x-ratelimit-reset-tokens"] = go_duration(reset)
+        return h
+
+    async def settle(self, adm: Admission, tokens: int, micros: int) -> None:
+        if adm.settled:
+            return
+        adm.settled = True
+        st = self._keys.get(adm.key_id)
+        if st is None:
+            return
+        st.active -= 1
+        if adm.micros:
+            st.reserved -= adm.micros
+        if micros:
+            # the cost lands in the period current at settlement, as the usage row does
+            st.spent += micros
+        if tokens != adm.tokens:
+            for entry in reversed(st.tokens):
+                if entry[1] == adm.tokens:
+                    st.tokens_sum += tokens - entry[1]
+                    entry[1] = float(tokens)
+                    break
+
+    async def spent(self, key_id: str, policy: Policy) -> int:
+        st = self._state(key_id, policy, self._clock())
+        return st.spent
