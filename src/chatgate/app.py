@@ -11,13 +11,15 @@ import sys
 from typing import Any
 
 from . import __version__
-from .api.admin import handle_admin
+from .api.admin import handle_admin, send_report
 from .api.chat import handle_chat
 from .api.http import Receive, Scope, Send, send_error, send_json
 from .api.models import handle_models
 from .auth import Authenticator
 from .config import Config
 from .errors import GatewayError, NotFound
+from .limits import Limiter, MemoryLimiter
+from .pricing import PriceTable
 from .router import Router, needs_sandbox
 from .store import Store
 from .store.writer import UsageWriter
@@ -45,7 +47,15 @@ class Gateway:
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
         self.store = Store(cfg.database_url)
-        self.auth = Authenticator(self.store, cfg.master_key, cfg.key_cache_seconds)
+        self.auth = Authenticator(
+            self.store,
+            cfg.master_key,
+            cfg.key_cache_seconds,
+            jwt_settings=cfg.jwt,
+            failures_per_minute=cfg.auth_failures_per_minute,
+        )
+        self.prices = PriceTable(cfg.prices)
+        self.limiter: Limiter = MemoryLimiter(self.store.spent_since)
         self.writer = UsageWriter(self.store, cfg.usage.flush_interval, cfg.usage.batch_size)
         self.upstream = Upstream()
         self.router: Router = Router(cfg, None) if not needs_sandbox(cfg) else _EMPTY_ROUTER
@@ -164,6 +174,11 @@ class App:
                 if method != "GET":
                     raise _method(method, path)
                 await handle_models(gw, scope, receive, send)
+            elif path in ("/v1/usage", "/chat/usage"):
+                if method != "GET":
+                    raise _method(method, path)
+                key = await gw.auth.authenticate(_authz(scope), _client(scope))
+                await send_report(gw, scope, send, key.id)
             elif path == "/health":
                 await send_json(send, 200, {"status": "ok"})
             elif path == "/ready":
@@ -187,6 +202,18 @@ class App:
             )
             return
         await send_json(send, 200, {"status": "ready", "database": "ok"})
+
+
+def _authz(scope: Scope) -> bytes | None:
+    for k, v in scope["headers"]:
+        if k == b"authorization":
+            return v  # type: ignore[no-any-return]
+    return None
+
+
+def _client(scope: Scope) -> str:
+    client = scope.get("client")
+    return str(client[0]) if client else ""
 
 
 def _method(method: str, path: str) -> GatewayError:

@@ -74,67 +74,145 @@ def serve(config_path: str | None, host: str | None, port: int | None) -> None:
         sys.exit(1)
 
 
-def _store(config_path: str | None) -> Any:
+def _open_store(cfg: Config) -> Any:
     from .store import Store
 
-    store = Store(_config(config_path).database_url)
+    store = Store(cfg.database_url)
     store.migrate()
     return store
 
 
 @main.group()
 def keys() -> None:
-    """Create, list and revoke API keys (stored only as SHA-256 hashes)."""
+    """Create, list, change, rotate and revoke API keys (stored only as SHA-256 hashes)."""
 
 
-@keys.command("create")
-@click.option("--name", required=True, help="A label for the key (who or what uses it).")
-@click.option(
-    "--models", default=None, help="Comma-separated models the key may use (default: all)."
-)
-@click.option("--config", "config_path", metavar="PATH", help=CONFIG_HELP)
-def keys_create(name: str, models: str | None, config_path: str | None) -> None:
-    """Create a key and print it once: it cannot be shown again."""
-    cfg = _config(config_path)
-    allowed = [m.strip() for m in models.split(",") if m.strip()] if models else None
-    if allowed is not None:
-        unknown = [m for m in allowed if m not in cfg.models]
+def _policy_options(f: Any) -> Any:
+    """The policy options shared by `keys create` and `keys update`."""
+    options = [
+        click.option("--models", help="Comma-separated model names or glob patterns (gpt-5*)."),
+        click.option("--owner", help="Team or user, for reporting."),
+        click.option("--rpm", type=click.IntRange(min=1), help="Requests per minute."),
+        click.option("--tpm", type=click.IntRange(min=1), help="Tokens per minute."),
+        click.option("--max-concurrency", type=click.IntRange(min=1), help="Requests at once."),
+        click.option("--budget-usd", type=click.FloatRange(min=0), help="Spend limit in USD."),
+        click.option(
+            "--budget-period",
+            type=click.Choice(["total", "daily", "monthly"]),
+            help="When the budget resets (UTC).",
+        ),
+        click.option("--expires-in", metavar="DURATION", help="Expire after e.g. 30d, 12h."),
+        click.option("--config", "config_path", metavar="PATH", help=CONFIG_HELP),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def _policy_values(cfg: Config, opts: dict[str, Any]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    if opts.get("models"):
+        models = [m.strip() for m in opts["models"].split(",") if m.strip()]
+        unknown = [m for m in models if not any(c in m for c in "*?[") and m not in cfg.models]
         if unknown:
             raise click.BadParameter(
                 f"unknown model(s): {', '.join(unknown)}", param_hint="--models"
             )
-    from .store import Store
+        values["models"] = models
+    for name in ("owner", "rpm", "tpm", "max_concurrency", "budget_period"):
+        if opts.get(name) is not None:
+            values[name] = opts[name]
+    if opts.get("budget_usd") is not None:
+        values["budget_micros"] = round(opts["budget_usd"] * 1e6)
+    if opts.get("expires_in"):
+        values["expires"] = time.time() + _duration(opts["expires_in"])
+    return values
 
-    store = Store(cfg.database_url)
-    store.migrate()
-    key, rec = store.create_key(name, allowed)
+
+def _describe(rec: Any) -> str:
+    parts = [", ".join(rec.models) if rec.models is not None else "all models"]
+    if rec.budget_micros is not None:
+        parts.append(f"budget ${rec.budget_micros / 1e6:g} {rec.budget_period}")
+    for name in ("rpm", "tpm", "max_concurrency"):
+        if getattr(rec, name) is not None:
+            parts.append(f"{name} {getattr(rec, name)}")
+    return "; ".join(parts)
+
+
+@keys.command("create")
+@click.option("--name", required=True, help="A label for the key (who or what uses it).")
+@_policy_options
+def keys_create(name: str, config_path: str | None, **opts: Any) -> None:
+    """Create a key and print it once: it cannot be shown again."""
+    cfg = _config(config_path)
+    store = _open_store(cfg)
+    key, rec = store.keys.create(name, **_policy_values(cfg, opts))
     click.echo(key)
     click.echo(
-        f"created {rec.id} '{rec.name}' for "
-        f"{', '.join(rec.models) if rec.models is not None else 'all models'} "
-        "(store the key now: it is not shown again)",
+        f"created {rec.id} '{rec.name}' ({_describe(rec)}); store the key now: "
+        "it is not shown again",
         err=True,
     )
+
+
+@keys.command("update")
+@click.argument("key_id")
+@click.option("--name", help="A new label.")
+@click.option("--enable/--disable", "enabled", default=None, help="Switch the key on or off.")
+@_policy_options
+def keys_update(
+    key_id: str, name: str | None, enabled: bool | None, config_path: str | None, **opts: Any
+) -> None:
+    """Change a key's policy (a running gateway applies it within key_cache_seconds)."""
+    cfg = _config(config_path)
+    values = _policy_values(cfg, opts)
+    if name:
+        values["name"] = name
+    if enabled is not None:
+        values["enabled"] = enabled
+    rec = _open_store(cfg).keys.update(key_id, values)
+    if rec is None:
+        click.echo(f"no active key with id {key_id}", err=True)
+        sys.exit(1)
+    click.echo(f"updated {rec.id} '{rec.name}' ({_describe(rec)})")
+
+
+@keys.command("rotate")
+@click.argument("key_id")
+@click.option("--config", "config_path", metavar="PATH", help=CONFIG_HELP)
+def keys_rotate(key_id: str, config_path: str | None) -> None:
+    """Give a key a new secret (same id, policy and spend); the old secret stops working."""
+    rotated = _open_store(_config(config_path)).keys.rotate(key_id)
+    if rotated is None:
+        click.echo(f"no active key with id {key_id}", err=True)
+        sys.exit(1)
+    click.echo(rotated[0])
+    click.echo(f"rotated {key_id}; store the new key now: it is not shown again", err=True)
 
 
 @keys.command("list")
 @click.option("--all", "show_all", is_flag=True, help="Include revoked keys.")
 @click.option("--config", "config_path", metavar="PATH", help=CONFIG_HELP)
 def keys_list(show_all: bool, config_path: str | None) -> None:
-    """List keys (id, name, prefix, models; never the key itself)."""
-    rows = _store(config_path).list_keys(include_revoked=show_all)
+    """List keys with their policy (never the key itself)."""
+    rows = _open_store(_config(config_path)).keys.list(include_revoked=show_all)
     table = [
         [
             r.id,
             r.name,
             r.prefix + "…",
+            r.owner or "",
             ",".join(r.models) if r.models is not None else "*",
+            _describe(r).split("; ", 1)[1] if "; " in _describe(r) else "",
+            "revoked" if r.revoked else ("disabled" if not r.enabled else "active"),
             _when(r.created),
-            _when(r.revoked) if r.revoked else "",
+            _when(r.expires) if r.expires else "",
         ]
         for r in rows
     ]
-    _table(["id", "name", "prefix", "models", "created", "revoked"], table)
+    _table(
+        ["id", "name", "prefix", "owner", "models", "limits", "state", "created", "expires"], table
+    )
 
 
 @keys.command("revoke")
@@ -142,7 +220,7 @@ def keys_list(show_all: bool, config_path: str | None) -> None:
 @click.option("--config", "config_path", metavar="PATH", help=CONFIG_HELP)
 def keys_revoke(key_id: str, config_path: str | None) -> None:
     """Revoke a key by id (a running gateway refuses it within key_cache_seconds)."""
-    if not _store(config_path).revoke_key(key_id):
+    if not _open_store(_config(config_path)).keys.revoke(key_id):
         click.echo(f"no active key with id {key_id}", err=True)
         sys.exit(1)
     click.echo(f"revoked {key_id}")
@@ -150,41 +228,74 @@ def keys_revoke(key_id: str, config_path: str | None) -> None:
 
 @main.command()
 @click.option("--since", default=None, help="Only the last DURATION, e.g. 15m, 24h, 7d.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.option("--until", default=None, help="Only before DURATION ago.")
+@click.option("--key", "key_id", default=None, help="Only this key id.")
+@click.option("--owner", default=None, help="Only this owner.")
+@click.option("--model", default=None, help="Only this model.")
+@click.option("--provider", default=None, help="Only this provider.")
+@click.option("--status", type=int, default=None, help="Only this HTTP status.")
+@click.option(
+    "--by",
+    "group_by",
+    default="model",
+    show_default=True,
+    help="Group by: comma-separated key, owner, model, provider, status, day, hour.",
+)
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table")
 @click.option("--config", "config_path", metavar="PATH", help=CONFIG_HELP)
-def usage(since: str | None, as_json: bool, config_path: str | None) -> None:
-    """Per-model usage summary: requests, errors, tokens, latency."""
-    start = time.time() - _duration(since) if since else None
-    rows = _store(config_path).usage_summary(start)
-    if as_json:
-        click.echo(json.dumps(rows, indent=2))
-        return
-    table = [
-        [
-            r["model"] or "(none)",
-            r["requests"],
-            r["errors"],
-            r["prompt_tokens"],
-            r["completion_tokens"],
-            r["total_tokens"],
-            f"{r['avg_latency_ms']:.1f}" if r["avg_latency_ms"] is not None else "",
-            f"{r['avg_ttft_ms']:.1f}" if r["avg_ttft_ms"] is not None else "",
-        ]
-        for r in rows
-    ]
-    _table(
-        [
-            "model",
-            "requests",
-            "errors",
-            "prompt_tok",
-            "completion_tok",
-            "total_tok",
-            "avg_ms",
-            "avg_ttft_ms",
-        ],
-        table,
+def usage(
+    since: str | None,
+    until: str | None,
+    key_id: str | None,
+    owner: str | None,
+    model: str | None,
+    provider: str | None,
+    status: int | None,
+    group_by: str,
+    fmt: str,
+    config_path: str | None,
+) -> None:
+    """Usage and cost: requests, errors, tokens, USD, latency, grouped and filtered."""
+    from .store import ReportQuery
+    from .store.reports import GROUPS
+
+    groups = [g for g in group_by.split(",") if g]
+    bad = [g for g in groups if g not in GROUPS]
+    if bad:
+        raise click.BadParameter(f"unknown group(s): {', '.join(bad)}", param_hint="--by")
+    now = time.time()
+    query = ReportQuery(
+        key_id=key_id,
+        owner=owner,
+        model=model,
+        provider=provider,
+        status=status,
+        since=now - _duration(since) if since else None,
+        until=now - _duration(until) if until else None,
+        group_by=groups,  # type: ignore[arg-type]
     )
+    report = _open_store(_config(config_path)).report(query)
+    if fmt == "json":
+        click.echo(json.dumps(report.rows, indent=2))
+    elif fmt == "csv":
+        click.echo(report.csv(), nl=False)
+    else:
+        rows = [[_cell(c, r.get(c)) for c in report.columns] for r in report.rows]
+        _table(report.columns, rows)
+
+
+def _cell(column: str, value: Any) -> str:
+    if value is None:
+        return ""
+    if column in ("day", "hour"):
+        return time.strftime(
+            "%Y-%m-%d" if column == "day" else "%Y-%m-%d %H:00", time.gmtime(value)
+        )
+    if column == "cost_usd":
+        return f"{value:.6f}"
+    if isinstance(value, float):
+        return f"{value:.1f}"
+    return str(value)
 
 
 @main.command()

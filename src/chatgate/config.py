@@ -17,6 +17,7 @@ import msgspec
 import yaml
 from msgspec import Struct, field
 
+from .pricing import Price, builtin_prices
 from .schema import ChatRequest
 
 Protocol = Literal["openai", "openai_responses", "anthropic", "gemini"]
@@ -85,6 +86,17 @@ class Reasoning(_C):
     sampling_only_without: list[str] = field(default_factory=list)
 
 
+class JWTSettings(_C):
+    """Bearer JWTs: HS256 with a shared secret, and/or RS256/ES256 against a JWKS."""
+
+    secret: str | None = None
+    jwks: dict[str, Any] | None = None  # inline {"keys": [...]}
+    jwks_file: str | None = None  # a JWKS document on disk (rotated by the operator)
+    issuer: str | None = None
+    audience: str | None = None
+    leeway: float = 30.0  # seconds of clock skew allowed on exp/nbf
+
+
 class UsageSettings(_C):
     flush_interval: float = 0.2  # seconds between batched writes
     batch_size: int = 500
@@ -103,6 +115,10 @@ class Config(_C):
     max_body_bytes: int = 20 * 1024 * 1024
     key_cache_seconds: float = 2.0
     usage: UsageSettings = field(default_factory=UsageSettings)
+    jwt: JWTSettings | None = None
+    prices: dict[str, Price] = field(default_factory=dict)
+    # failed authentications from one address within a minute before answers slow down
+    auth_failures_per_minute: int = 20
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
 
@@ -227,10 +243,20 @@ def from_dict(raw: dict[str, Any], env: dict[str, str], source: str = "config") 
     operator = data.get("profiles") or {}
     # The operator's profiles come first, so their patterns win over the built-in ones.
     data["profiles"] = {**operator, **{k: v for k, v in builtin.items() if k not in operator}}
+    own_prices = data.get("prices") or {}
+    data["prices"] = {
+        **own_prices,
+        **{k: v for k, v in builtin_prices().items() if k not in own_prices},
+    }
     # Convert the keyed sections one entry at a time so an error names the entry
     # ("providers.openai.protocol"), not msgspec's "providers[...]".
     sections: dict[str, Any] = {}
-    for key, typ in (("providers", Provider), ("models", list[Deployment]), ("profiles", Profile)):
+    for key, typ in (
+        ("providers", Provider),
+        ("models", list[Deployment]),
+        ("profiles", Profile),
+        ("prices", Price),
+    ):
         value = data.pop(key, None) or {}
         if not isinstance(value, dict):
             raise ConfigError(f"{source}: {key}: expected a mapping")

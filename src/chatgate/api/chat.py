@@ -18,6 +18,8 @@ from ..errors import (
     PermissionDenied,
     UpstreamError,
 )
+from ..limits import Admission, Policy
+from ..pricing import usd
 from ..providers.base import Context, StreamTranslator, UpstreamRequest, apply_profile
 from ..schema import Usage, decode_request
 from ..store import KeyRecord, UsageRow
@@ -43,9 +45,14 @@ class _Record:
     """The facts gathered for one request's usage row."""
 
     __slots__ = (
+        "admission",
+        "calls",
+        "cost",
         "error_type",
+        "frames",
         "key_id",
         "model",
+        "owner",
         "provider",
         "status",
         "stream",
@@ -66,6 +73,11 @@ class _Record:
         self.ttft: float | None = None
         self.usage: Usage | None = None
         self.upstream_request_id: str | None = None
+        self.owner: str | None = None
+        self.admission: Admission | None = None
+        self.cost: int | None = None  # micro-USD
+        self.frames = 0  # stream frames sent to the client
+        self.calls = 1  # upstream calls (n fan-out)
 
 
 async def handle_chat(gw: Gateway, scope: Scope, receive: Receive, send: Send) -> None:
@@ -78,8 +90,10 @@ async def handle_chat(gw: Gateway, scope: Scope, receive: Receive, send: Send) -
     assert task is not None
     watcher: asyncio.Task[None] | None = None
     try:
-        key = await gw.auth.authenticate(_auth_header(scope))
+        client = scope.get("client")
+        key = await gw.auth.authenticate(_auth_header(scope), client[0] if client else "")
         rec.key_id = key.id
+        rec.owner = key.owner
         check_json_content_type(scope)
         body = await read_body(scope, receive, gw.cfg.max_body_bytes)
         req = decode_request(body)
@@ -111,8 +125,12 @@ async def handle_chat(gw: Gateway, scope: Scope, receive: Receive, send: Send) -
         ureq = module.build_request(req, target.deployment, target.provider, ctx, target.profile)
         if ctx.dropped:
             base_headers.append((b"x-chatgate-dropped-params", ",".join(ctx.dropped).encode()))
+        calls = rec.calls = n if fan_out else 1
+        policy = key.policy()
+        if policy != UNLIMITED:
+            rec.admission = await _admit(gw, key.id, policy, target, body, ureq, ctx, n, calls)
+            base_headers.extend((k.encode(), v.encode()) for k, v in rec.admission.headers.items())
         watcher = asyncio.get_running_loop().create_task(_watch_disconnect(receive, task))
-        calls = n if fan_out else 1
         if ureq.stream:
             await _relay_stream(gw, target, ureq, ctx, rec, send, base_headers, t0, watcher, calls)
         else:
@@ -145,7 +163,59 @@ async def handle_chat(gw: Gateway, scope: Scope, receive: Receive, send: Send) -
     finally:
         if watcher is not None:
             watcher.cancel()
+        await _settle(gw, rec)
         _record(gw, rid, rec, t0)
+
+
+UNLIMITED = Policy()
+DEFAULT_MAX_OUTPUT = 32_768  # reserved for a model with no known output ceiling
+IMAGE_TOKENS = 2_000  # a bound on what one image costs in prompt tokens
+
+
+async def _admit(
+    gw: Gateway,
+    key_id: str,
+    policy: Policy,
+    target: Target,
+    body: bytes,
+    ureq: UpstreamRequest,
+    ctx: Context,
+    n: int,
+    calls: int,
+) -> Admission:
+    """Reserve the request's worst case: an upper bound on its prompt (every byte of the
+    request could be a token; images at a fixed bound) and its whole output allowance."""
+    prompt = len(ureq.body) + IMAGE_TOKENS * (body.count(b'"image_url"') + body.count(b'"file"'))
+    max_out = ctx.max_output or target.profile.max_output_tokens or DEFAULT_MAX_OUTPUT
+    tokens = prompt * calls + max_out * n
+    micros = 0
+    if policy.budget_micros is not None:
+        worst = gw.prices.worst_case_micros(target.deployment.model, prompt * calls, max_out * n)
+        if worst is None:
+            raise PermissionDenied(
+                f"This key has a budget, and model '{target.public_model}' has no price "
+                "configured, so its cost cannot be bounded.",
+                param="model",
+                code="price_unknown",
+            )
+        micros = worst
+    return await gw.limiter.admit(key_id, policy, tokens, micros)
+
+
+async def _settle(gw: Gateway, rec: _Record) -> None:
+    """Price what happened and release the reservation. A stream ended before any output
+    is free; a partial one is charged from the upstream's own usage, or else from the
+    deltas actually delivered (never from the reservation)."""
+    usage = rec.usage
+    if rec.upstream_model is not None and usage is not None:
+        rec.cost = gw.prices.cost_micros(rec.upstream_model, usage)
+    elif rec.upstream_model is not None and rec.stream and rec.status in (200, 499):
+        rec.cost = 0
+    if rec.stream and rec.error_type is not None and rec.frames <= rec.calls:
+        rec.cost = 0  # the stream ended before any output (at most the role chunks)
+    if rec.admission is not None:
+        tokens = usage.total_tokens if usage is not None else 0
+        await gw.limiter.settle(rec.admission, tokens, rec.cost or 0)
 
 
 def _auth_header(scope: Scope) -> bytes | None:
@@ -227,6 +297,10 @@ async def _relay_json(
             raise group.exceptions[0] from None
         out, rec.usage = _merge([t.result() for t in tasks])
     rec.status = 200
+    if rec.usage is not None:
+        rec.cost = gw.prices.cost_micros(target.deployment.model, rec.usage)
+        if rec.cost is not None:
+            headers = [*headers, (b"x-chatgate-cost-usd", usd(rec.cost).encode())]
     watcher.cancel()
     await send(
         {
@@ -302,7 +376,12 @@ async def _relay_stream(
                 await _pump_many(opened, translators, send, rec, t0)
         except GatewayError as err:
             # Headers are gone: report in-band, as OpenAI does, and end without [DONE].
-            rec.usage = _sum_usage(translators)
+            rec.usage = _sum_usage(translators, partial=True)
+            if rec.usage is None and rec.frames > calls:
+                # no usage from the upstream: count what was delivered (one token a delta)
+                rec.usage = Usage(
+                    completion_tokens=rec.frames - calls, total_tokens=rec.frames - calls
+                )
             rec.error_type = err.code or err.type
             log.warning("%s stream failed: %s", ctx.response_id, err.message)
             watcher.cancel()
@@ -330,6 +409,7 @@ async def _pump(call: Call, tr: StreamTranslator, send: Send, rec: _Record, t0: 
         if out:
             if rec.ttft is None:
                 rec.ttft = _perf() - t0
+            rec.frames += 1
             await send({"type": "http.response.body", "body": out, "more_body": True})
         if tr.done:
             return
@@ -373,14 +453,16 @@ async def _pump_many(
             else:
                 if rec.ttft is None:
                     rec.ttft = _perf() - t0
+                rec.frames += 1
                 await send({"type": "http.response.body", "body": item, "more_body": True})
     finally:
         for t in tasks:
             t.cancel()
 
 
-def _sum_usage(translators: list[StreamTranslator]) -> Usage | None:
-    usages = [t.usage for t in translators if t.usage is not None]
+def _sum_usage(translators: list[StreamTranslator], partial: bool = False) -> Usage | None:
+    found = (t.partial_usage() if partial else t.usage for t in translators)
+    usages = [u for u in found if u is not None]
     if not usages:
         return None
     total = usages[0]
@@ -410,5 +492,7 @@ def _record(gw: Gateway, rid: str, rec: _Record, t0: float) -> None:
             latency_ms=(_perf() - t0) * 1000.0,
             ttft_ms=rec.ttft * 1000.0 if rec.ttft is not None else None,
             upstream_request_id=rec.upstream_request_id,
+            owner=rec.owner,
+            cost_micros=rec.cost,
         )
     )

@@ -19,7 +19,8 @@ def _entry(gw: Gateway, name: str) -> dict[str, Any]:
 
 
 async def handle_models(gw: Gateway, scope: Scope, receive: Receive, send: Send) -> None:
-    key = await gw.auth.authenticate(header(scope, b"authorization"))
+    client = scope.get("client")
+    key = await gw.auth.authenticate(header(scope, b"authorization"), client[0] if client else "")
     path: str = scope["path"].rstrip("/")
     tail = path.split("/models", 1)[1].lstrip("/")
     if tail:

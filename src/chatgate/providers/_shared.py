@@ -144,6 +144,9 @@ class ChunkWriter:
         c = {**self._head, "choices": [], "usage": self.usage.to_openai()}
         return b"data: " + _encode(c) + b"\n\n"
 
+    def partial_usage(self) -> Usage | None:
+        return self.usage
+
     def close(self) -> bytes:
         if not self.done:
             raise StreamInterrupted("The upstream stream ended before it was complete.")

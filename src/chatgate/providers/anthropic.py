@@ -137,7 +137,7 @@ def build_request(
             max_tokens = max(max_tokens, thinking["budget_tokens"] + 4096)
             if profile.max_output_tokens:
                 max_tokens = min(max_tokens, profile.max_output_tokens)
-    body["max_tokens"] = max_tokens
+    body["max_tokens"] = ctx.max_output = max_tokens
     if thinking is not None:
         body["thinking"] = thinking
     if req.temperature is not None:
@@ -616,6 +616,9 @@ class AnthropicStream(ChunkWriter):
         self._raw_usage: dict[str, Any] = {}
         self._blocks: dict[int, dict[str, Any]] = {}  # anthropic index -> block state
         self._tools = 0  # OpenAI tool_calls index of the next tool_use block
+
+    def partial_usage(self) -> Usage | None:
+        return self.usage or (usage_from(self._raw_usage) if self._raw_usage else None)
 
     def feed(self, data: bytes) -> bytes:
         ev = decode_event(data)

@@ -34,6 +34,7 @@ class Context(Struct):
     json_tool: bool = False  # JSON output is served by a forced tool (Anthropic fallback)
     json_tool_wrapped: bool = False  # ...whose input wraps a non-object answer in "value"
     stop: list[str] | None = None  # stop sequences the gateway applies itself
+    max_output: int | None = None  # the output allowance the upstream request carries
     choice_index: int = 0  # fan-out: which choice this upstream call produces
     usage_chunk: bool = True  # fan-out: the merged stream sends one usage chunk itself
 
@@ -49,6 +50,10 @@ class StreamTranslator(Protocol):
 
     def close(self) -> bytes:
         """The upstream body ended: final frames, or StreamInterrupted if it ended early."""
+        ...
+
+    def partial_usage(self) -> Usage | None:
+        """What the upstream reported of its usage so far (for a stream cut short)."""
         ...
 
 

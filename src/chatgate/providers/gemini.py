@@ -113,6 +113,7 @@ def build_request(
     if tool_config:
         body["toolConfig"] = tool_config
     gen = _generation_config(req, dep, profile)
+    ctx.max_output = gen.get("maxOutputTokens")
     if gen:
         body["generationConfig"] = gen
     base = provider.base_url.rstrip("/")

@@ -65,6 +65,7 @@ def build_request(
             include_usage=True,
             include_obfuscation=opts.include_obfuscation if opts else None,
         )
+    ctx.max_output = req.max_completion_tokens or req.max_tokens
     body = _encode(msgspec.structs.replace(req, **changes))
     headers = {"Content-Type": "application/json", **provider.headers}
     if provider.api_key:

@@ -105,7 +105,7 @@ def build_request(
         body["instructions"] = instructions
     max_tokens = req.max_completion_tokens or req.max_tokens
     if max_tokens is not None:
-        body["max_output_tokens"] = max_tokens
+        body["max_output_tokens"] = ctx.max_output = max_tokens
     for name in ("temperature", "top_p", "user", "safety_identifier", "prompt_cache_key",
                  "metadata", "service_tier", "parallel_tool_calls"):  # fmt: skip
         value = getattr(req, name)

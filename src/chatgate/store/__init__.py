@@ -5,36 +5,28 @@ Blocking SQLAlchemy Core calls; the server runs them in a worker thread, off the
 
 from __future__ import annotations
 
-import hashlib
 import os
-import secrets
-import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from msgspec import Struct
-from sqlalchemy import Engine, case, create_engine, event, func, insert, select, text, update
+from sqlalchemy import Engine, create_engine, event, func, insert, select, text
 
-from .tables import api_keys, metadata, usage
+from .keys import KEY_PREFIX, KeyRecord, KeyStore, hash_key, key_json
+from .reports import Report, ReportQuery
+from .tables import usage
 
-KEY_PREFIX = "sk-cg-"
-
-
-def hash_key(key: str) -> str:
-    return hashlib.sha256(key.encode()).hexdigest()
-
-
-class KeyRecord(Struct, frozen=True):
-    id: str
-    name: str
-    models: tuple[str, ...] | None  # None = every model
-    created: float
-    revoked: float | None = None
-    prefix: str = ""
-
-    def allows(self, model: str) -> bool:
-        return self.models is None or model in self.models
+__all__ = [
+    "KEY_PREFIX",
+    "KeyRecord",
+    "Report",
+    "ReportQuery",
+    "Store",
+    "UsageRow",
+    "hash_key",
+    "key_json",
+]
 
 
 class UsageRow(Struct):
@@ -55,6 +47,8 @@ class UsageRow(Struct):
     latency_ms: float
     ttft_ms: float | None
     upstream_request_id: str | None
+    owner: str | None = None
+    cost_micros: int | None = None
 
 
 _USAGE_FIELDS = UsageRow.__struct_fields__
@@ -85,9 +79,18 @@ class Store:
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine = make_engine(url)
+        self.keys = KeyStore(self.engine)
 
     def migrate(self) -> None:
-        metadata.create_all(self.engine)
+        """Bring the schema to the newest revision (Alembic, run in-process)."""
+        from alembic import command
+        from alembic.config import Config
+
+        cfg = Config()
+        cfg.set_main_option("script_location", str(Path(__file__).with_name("migrations")))
+        with self.engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
 
     def close(self) -> None:
         self.engine.dispose()
@@ -96,58 +99,6 @@ class Store:
         with self.engine.connect() as conn:
             conn.execute(text("SELECT 1"))
         return True
-
-    # --- keys ------------------------------------------------------------------------
-
-    def create_key(self, name: str, models: Sequence[str] | None) -> tuple[str, KeyRecord]:
-        """Create a key; return the secret (shown once, never stored) and its record."""
-        key = KEY_PREFIX + secrets.token_urlsafe(32)
-        rec = KeyRecord(
-            id="key_" + secrets.token_hex(8),
-            name=name,
-            models=tuple(models) if models is not None else None,
-            created=time.time(),
-            prefix=key[:10],
-        )
-        with self.engine.begin() as conn:
-            conn.execute(
-                insert(api_keys).values(
-                    id=rec.id,
-                    name=rec.name,
-                    key_hash=hash_key(key),
-                    key_prefix=rec.prefix,
-                    models=list(rec.models) if rec.models is not None else None,
-                    created=rec.created,
-                    revoked=None,
-                )
-            )
-        return key, rec
-
-    def find_key(self, key_hash: str) -> KeyRecord | None:
-        with self.engine.connect() as conn:
-            row = conn.execute(select(api_keys).where(api_keys.c.key_hash == key_hash)).first()
-        return _key_record(row._mapping) if row is not None else None
-
-    def get_key(self, key_id: str) -> KeyRecord | None:
-        with self.engine.connect() as conn:
-            row = conn.execute(select(api_keys).where(api_keys.c.id == key_id)).first()
-        return _key_record(row._mapping) if row is not None else None
-
-    def list_keys(self, include_revoked: bool = False) -> list[KeyRecord]:
-        q = select(api_keys).order_by(api_keys.c.created)
-        if not include_revoked:
-            q = q.where(api_keys.c.revoked.is_(None))
-        with self.engine.connect() as conn:
-            return [_key_record(r._mapping) for r in conn.execute(q)]
-
-    def revoke_key(self, key_id: str) -> bool:
-        with self.engine.begin() as conn:
-            res = conn.execute(
-                update(api_keys)
-                .where(api_keys.c.id == key_id, api_keys.c.revoked.is_(None))
-                .values(revoked=time.time())
-            )
-        return bool(res.rowcount)
 
     # --- usage -----------------------------------------------------------------------
 
@@ -163,40 +114,16 @@ class Store:
         with self.engine.connect() as conn:
             return int(conn.execute(select(func.count()).select_from(usage)).scalar_one())
 
-    def usage_summary(self, since: float | None = None) -> list[dict[str, Any]]:
-        c = usage.c
-        q = select(
-            c.model,
-            func.count().label("requests"),
-            func.sum(case((c.status >= 400, 1), else_=0)).label("errors"),
-            func.coalesce(func.sum(c.prompt_tokens), 0).label("prompt_tokens"),
-            func.coalesce(func.sum(c.completion_tokens), 0).label("completion_tokens"),
-            func.coalesce(func.sum(c.total_tokens), 0).label("total_tokens"),
-            func.avg(c.latency_ms).label("avg_latency_ms"),
-            func.avg(c.ttft_ms).label("avg_ttft_ms"),
-        ).group_by(c.model)
-        if since is not None:
-            q = q.where(c.created >= since)
-        q = q.order_by(func.count().desc(), c.model)
+    def spent_since(self, key_id: str, start: float) -> int:
+        """Micro-USD the key's usage rows cost since ``start`` (the budget's source of truth)."""
+        q = select(func.coalesce(func.sum(usage.c.cost_micros), 0)).where(
+            usage.c.key_id == key_id, usage.c.created >= start
+        )
         with self.engine.connect() as conn:
-            return [dict(r._mapping) for r in conn.execute(q)]
+            return int(conn.execute(q).scalar_one())
 
-    def recent_usage(self, limit: int = 50) -> list[dict[str, Any]]:
-        q = select(usage).order_by(usage.c.created.desc()).limit(limit)
-        with self.engine.connect() as conn:
-            return [dict(r._mapping) for r in conn.execute(q)]
-
-
-def _key_record(m: Any) -> KeyRecord:
-    models = m["models"]
-    return KeyRecord(
-        id=m["id"],
-        name=m["name"],
-        models=tuple(models) if models is not None else None,
-        created=m["created"],
-        revoked=m["revoked"],
-        prefix=m["key_prefix"],
-    )
+    def report(self, query: ReportQuery) -> Report:
+        return query.run(self.engine)
 
 
 def default_db_url() -> str:

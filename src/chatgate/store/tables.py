@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     Column,
     Float,
@@ -23,9 +24,19 @@ api_keys = Table(
     Column("name", String(200), nullable=False),
     Column("key_hash", String(64), nullable=False, unique=True),  # SHA-256 hex; never the key
     Column("key_prefix", String(16), nullable=False),  # "sk-cg-ab12": enough to recognise it
-    Column("models", JSON, nullable=True),  # null = every model
+    Column("models", JSON, nullable=True),  # names or glob patterns; null = every model
     Column("created", Float, nullable=False),
     Column("revoked", Float, nullable=True),
+    # policy (issue 5): null = unlimited
+    Column("owner", String(200), nullable=True),  # team or user, for reporting
+    Column("rpm", Integer, nullable=True),
+    Column("tpm", Integer, nullable=True),
+    Column("max_concurrency", Integer, nullable=True),
+    Column("budget_micros", BigInteger, nullable=True),  # USD * 1e6
+    Column("budget_period", String(16), nullable=False, server_default="total"),
+    Column("expires", Float, nullable=True),
+    Column("enabled", Boolean, nullable=False, server_default="1"),
+    Column("metadata", JSON, nullable=True),
 )
 
 usage = Table(
@@ -48,7 +59,10 @@ usage = Table(
     Column("latency_ms", Float, nullable=False),
     Column("ttft_ms", Float, nullable=True),
     Column("upstream_request_id", String(200), nullable=True),
+    Column("owner", String(200), nullable=True),
+    Column("cost_micros", BigInteger, nullable=True),  # USD * 1e6; null = no price known
 )
 
 Index("ix_usage_created", usage.c.created)
 Index("ix_usage_key_created", usage.c.key_id, usage.c.created)
+Index("ix_usage_owner_created", usage.c.owner, usage.c.created)
