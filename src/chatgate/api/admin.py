@@ -138,7 +138,10 @@ async def handle_admin(gw: Gateway, scope: Scope, receive: Receive, send: Send) 
             rec = await asyncio.to_thread(gw.store.keys.get, key_id)
             if rec is None:
                 raise NotFound(f"No key with id '{key_id}'.", param="id")
-            return await send_json(send, 200, key_json(rec))
+            out = key_json(rec)
+            if rec.budget_micros is not None:  # what the running budget counts as spent
+                out["spent_usd"] = await gw.limiter.spent(rec.id, rec.policy()) / 1e6
+            return await send_json(send, 200, out)
         if method == "PATCH":
             check_json_content_type(scope)
             fields, sent = _decode_fields(await read_body(scope, receive, 1 << 20))
