@@ -227,3 +227,30 @@ def test_jwt_bearer_end_to_end(tmp_path: Path) -> None:
         assert row["cost_micros"] > 0
     finally:
         s.stop()
+
+
+@pytest.mark.parametrize(
+    ("model", "cut", "charged"),
+    [("gpt-5.1", 1, False), ("gpt-5.1", 8, True), ("claude-sonnet-4-6", 6, True)],
+)
+def test_cut_streams_are_charged_only_for_what_happened(
+    srv: Server, model: str, cut: int, charged: bool
+) -> None:
+    key, _ = _key(srv, budget_usd=5)
+    with httpx.stream(
+        "POST",
+        srv.url + "/v1/chat/completions",
+        json={"model": model, "stream": True,
+              "messages": [{"role": "user", "content": f"story [sandbox:cut={cut}]"}]},
+        headers={"Authorization": f"Bearer {key}"},
+    ) as r:  # fmt: skip
+        rid = r.headers["x-request-id"]
+        body = b"".join(r.iter_bytes())
+    assert b'"error"' in body and b"[DONE]" not in body
+    row = srv.wait_usage_ids({rid})[rid]
+    assert row["error_type"] is not None
+    if not charged:
+        assert row["cost_micros"] == 0  # nothing but the role chunk reached the client
+    else:
+        assert row["cost_micros"] > 0
+        assert row["completion_tokens"] > 0
