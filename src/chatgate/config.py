@@ -72,6 +72,8 @@ class Profile(_C):
     # Gemini: reasoning_effort -> thinkingLevel (Gemini 3) or thinkingBudget (Gemini 2.5)
     thinking_levels: dict[str, str] | None = None
     thinking_budgets: dict[str, int] | None = None
+    # Gemini 3: a turn's first function call must carry its thoughtSignature
+    thought_signatures: bool = False
     renames: dict[str, str] = field(default_factory=dict)
     unsupported: list[str] = field(default_factory=list)
     ranges: dict[str, list[float]] = field(default_factory=dict)

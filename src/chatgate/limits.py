@@ -80,9 +80,7 @@ def go_duration(seconds: float) -> str:
 
 
 class Limiter(Protocol):
-    async def admit(
-        self, key_id: str, policy: Policy, tokens: int, micros: int
-    ) -> Admission: ...
+    async def admit(self, key_id: str, policy: Policy, tokens: int, micros: int) -> Admission: ...
 
     async def settle(self, adm: Admission, tokens: int, micros: int) -> None: ...
 

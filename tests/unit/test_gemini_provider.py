@@ -532,3 +532,27 @@ def test_error_table(status: int, gstatus: str, cls: type, out: int) -> None:
     err = g.parse_error(status, {}, msgspec.json.encode(body), "AIza-secret-key")
     assert isinstance(err, cls) and err.status == out
     assert "AIza-secret-key" not in err.body().decode()
+
+
+def test_gemini3_function_calls_without_a_signature_get_the_documented_stand_in() -> None:
+    msgs = [
+        {"role": "user", "content": "weather?"},
+        {
+            "role": "assistant",
+            "tool_calls": [
+                {
+                    "id": "toolu_from_claude",
+                    "type": "function",
+                    "function": {"name": "w", "arguments": "{}"},
+                },
+                {"id": "toolu_2", "type": "function", "function": {"name": "t", "arguments": "{}"}},
+            ],
+        },
+        {"role": "tool", "tool_call_id": "toolu_from_claude", "content": "x"},
+        {"role": "tool", "tool_call_id": "toolu_2", "content": "y"},
+    ]
+    body, _, _ = build("gemini-3-pro-preview", messages=msgs)
+    parts = body["contents"][1]["parts"]
+    assert parts[0]["thoughtSignature"] == g.NO_SIGNATURE and "thoughtSignature" not in parts[1]
+    body, _, _ = build("gemini-2.5-flash", messages=msgs)
+    assert "thoughtSignature" not in body["contents"][1]["parts"][0]

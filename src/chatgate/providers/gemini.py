@@ -87,6 +87,9 @@ UNSUPPORTED = OPENAI_ONLY
 FILTERED = {"SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY",
             "IMAGE_PROHIBITED_CONTENT", "IMAGE_RECITATION"}  # fmt: skip
 SIG = "__thought__"  # tool call id = "call_<id>" + SIG + thoughtSignature
+# Google's documented stand-in for a function call whose signature was never seen (history
+# from another model or vendor): Gemini 3 accepts it instead of refusing the turn.
+NO_SIGNATURE = "skip_thought_signature_validator"
 NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_.:-]{0,127}$")
 _DATA_URL = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+);base64,(?P<data>.*)$", re.S)
 _EXT = {"png": "image/png", "jpg": "image/jpeg", "jpeg": "image/jpeg", "webp": "image/webp",
@@ -103,7 +106,7 @@ def build_request(
     req: ChatRequest, dep: Deployment, provider: Provider, ctx: Context, profile: Profile
 ) -> UpstreamRequest:
     body: dict[str, Any] = {}
-    system, contents = _contents(req, ctx)
+    system, contents = _contents(req, ctx, profile.thought_signatures)
     body["contents"] = contents
     if system:
         body["systemInstruction"] = {"parts": [{"text": system}]}
@@ -132,7 +135,7 @@ def split_call_id(call_id: str) -> tuple[str, str | None]:
     return head, (sig if sep else None)
 
 
-def _contents(req: ChatRequest, ctx: Context) -> tuple[str, list[dict[str, Any]]]:
+def _contents(req: ChatRequest, ctx: Context, signatures: bool) -> tuple[str, list[dict[str, Any]]]:
     system: list[str] = []
     contents: list[dict[str, Any]] = []
     names: dict[str, str] = {}
@@ -181,6 +184,11 @@ def _contents(req: ChatRequest, ctx: Context) -> tuple[str, list[dict[str, Any]]
             "system prompt.",
             param="messages",
         )
+    if signatures:
+        for content in contents:
+            calls = [p for p in content["parts"] if "functionCall" in p]
+            if calls and "thoughtSignature" not in calls[0]:
+                calls[0]["thoughtSignature"] = NO_SIGNATURE
     return "\n\n".join(system), contents
 
 
