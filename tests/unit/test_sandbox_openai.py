@@ -1071,7 +1071,8 @@ def test_request_log(sb: Running) -> None:
     log = raw(sb, "GET", "/_sandbox/requests", auth=None).json()
     assert len(log) == 2
     first = log[0]
-    assert set(first) == {"headers", "body", "received"}
+    assert set(first) == {"path", "headers", "body", "received"}
+    assert first["path"] == "/v1/chat/completions"
     assert first["body"] == body
     assert first["headers"]["authorization"] == "Bearer ***"
     assert KEY not in json.dumps(log)

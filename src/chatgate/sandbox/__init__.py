@@ -1,9 +1,11 @@
 """Chatgate sandbox: a local, deterministic emulator of upstream LLM vendor APIs.
 
-It speaks the OpenAI Chat Completions (``openai_chat``, under ``/v1/chat/completions``) and the
-Anthropic Messages (``anthropic``, ``POST /v1/messages``) wire protocols. It is written
-from the vendors' documentation and recorded payloads only and imports nothing from the gateway,
-so gateway tests that run against it can catch translation bugs.
+One aiohttp app speaks four wire protocols: OpenAI Chat Completions (``openai_chat``,
+``POST /v1/chat/completions``), OpenAI Responses (``openai_responses``, ``POST /v1/responses``),
+Anthropic Messages (``anthropic``, ``POST /v1/messages``) and Gemini (``gemini``,
+``POST /v1beta/models/{model}:generateContent`` / ``:streamGenerateContent``). It is written
+from the vendors' documentation and recorded payloads only and imports nothing from the
+gateway, so gateway tests that run against it can catch translation bugs.
 
 Usage::
 
@@ -16,15 +18,16 @@ Usage::
 Test hooks: directives in the last user message (``[sandbox:latency=250]``,
 ``[sandbox:chunk_delay=20]``, ``[sandbox:error=429]``, ``[sandbox:hang]``, ``[sandbox:cut=3]``,
 ...; Anthropic adds ``[sandbox:redacted_thinking]``, ``[sandbox:refusal]`` and
-``[sandbox:stream_error]``) and the unauthenticated control endpoints ``/_sandbox/faults`` and
-``/_sandbox/requests``, shared by both protocols.
+``[sandbox:stream_error]``; Gemini ``[sandbox:blocked]`` and ``[sandbox:safety]``) and the
+unauthenticated control endpoints ``/_sandbox/faults`` and ``/_sandbox/requests``, shared by
+all protocols.
 """
 
 from __future__ import annotations
 
 from aiohttp import web
 
-from . import anthropic, openai_chat
+from . import anthropic, gemini, openai_chat, openai_responses
 
 __all__ = ["Sandbox", "create_app", "run", "start"]
 
@@ -34,6 +37,8 @@ def create_app(api_key: str | None = None) -> web.Application:
     app = web.Application(client_max_size=64 * 1024 * 1024)
     openai_chat.setup(app, api_key, catch_all=False)
     anthropic.setup(app, api_key)
+    openai_responses.setup(app, api_key)
+    gemini.setup(app, api_key)
     openai_chat.add_catch_all(app)  # last: it matches every other /v1/... URL
     return app
 
@@ -51,6 +56,7 @@ class Sandbox:
         self.base_url = f"http://{shown}:{port}"
         self.openai_base_url = self.base_url + "/v1"
         self.anthropic_base_url = self.base_url  # the Anthropic SDK adds /v1/messages itself
+        self.gemini_base_url = self.base_url  # /v1beta/models/{model}:generateContent
 
     @property
     def app(self) -> web.Application:

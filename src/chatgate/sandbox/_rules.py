@@ -181,7 +181,7 @@ _EXPECTED = {"number": "a decimal", "int": "an integer", "bool": "a boolean", "s
              "object": "an object", "array": "an array"}  # fmt: skip
 _ROLES = ("system", "assistant", "user", "function", "tool", "developer")
 _USER_PARTS = ("text", "image_url", "input_audio", "file")
-_NAME_RE = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+NAME_RE = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")  # function / schema names (Responses too)
 _SERVICE_TIERS = ("auto", "default", "flex", "scale", "priority")
 
 
@@ -585,7 +585,7 @@ def _check_tools(body: dict[str, Any]) -> list[dict[str, Any]]:
             raise missing(f"{p}.{key}")
         if not isinstance(fn.get("name"), str):
             raise missing(f"{p}.{key}.name")
-        if not _NAME_RE.match(fn["name"]):
+        if not NAME_RE.match(fn["name"]):
             raise bad_name(f"{p}.{key}.name")
         params = fn.get("parameters")
         if params is not None and not isinstance(params, dict):
@@ -654,7 +654,7 @@ def _check_response_format(body: dict[str, Any], messages: list[Any]) -> dict[st
             raise missing("response_format.json_schema")
         if not isinstance(js.get("name"), str):
             raise missing("response_format.json_schema.name")
-        if not _NAME_RE.match(js["name"]):
+        if not NAME_RE.match(js["name"]):
             raise bad_name("response_format.json_schema.name")
         schema = js.get("schema")
         if schema is not None and not isinstance(schema, dict):

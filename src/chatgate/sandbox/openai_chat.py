@@ -289,7 +289,9 @@ def record(request: web.Request, state: SandboxState, body: Any) -> None:
     for name in ("x-api-key", "api-key", "x-goog-api-key"):
         if name in headers:
             headers[name] = "***"
-    state.requests.append({"headers": headers, "body": body, "received": time.time()})
+    state.requests.append(
+        {"path": request.path, "headers": headers, "body": body, "received": time.time()}
+    )
 
 
 def _reject_constant(name: str) -> Any:
