@@ -21,10 +21,9 @@ MODULES: dict[str, ModuleType] = {
     "anthropic": anthropic,
     "gemini": gemini,
 }
-# The protocols the local sandbox emulates; other protocols' models are served through the
-# sandbox's OpenAI Chat emulator until their own emulator exists.
-# The base URL of each emulator follows its vendor SDK's convention (OpenAI's includes /v1).
-SANDBOX_PROTOCOLS = {"openai": "/v1", "anthropic": ""}
+# The sandbox emulates every protocol on one port; each emulator's base URL follows its
+# vendor SDK's convention (OpenAI's includes /v1, Anthropic's and Google's do not).
+SANDBOX_PROTOCOLS = {"openai": "/v1", "openai_responses": "/v1", "anthropic": "", "gemini": ""}
 
 
 class Target(Struct):
@@ -60,14 +59,12 @@ class Router:
                 sandboxed = uses_sandbox(cfg, prov)
                 if sandboxed:
                     assert sandbox_url is not None
-                    wire = protocol if protocol in SANDBOX_PROTOCOLS else "openai"
                     prov = Provider(
-                        protocol=wire,
-                        base_url=sandbox_url + SANDBOX_PROTOCOLS[wire],
+                        protocol=prov.protocol,
+                        base_url=sandbox_url + SANDBOX_PROTOCOLS[protocol],
                         api_key="sk-sandbox",
                         timeouts=prov.timeouts,
                     )
-                    protocol = wire
                 elif not prov.api_key:
                     reasons.append(f"provider '{dep.provider}' has no api_key")
                     continue

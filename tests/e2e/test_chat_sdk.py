@@ -12,11 +12,25 @@ import pytest
 from tests.support import Server, sandbox_url
 
 CATALOG = [
-    "gpt-5.1", "gpt-5.1-all", "gpt-5.1-thinking", "gpt-5.1-thinking-all", "gpt-5.2", "gpt-5.3",
-    "gpt-5.3-codex", "gpt-5.4", "gemini-3-pro", "gemini-2.5-pro", "gemini-2.5-flash",
-    "gemini-3-flash", "gemini-3.1-pro", "claude-4.5", "claude-opus-4-6",
-    "claude-haiku-4-5-20251001", "claude-sonnet-4-6", "claude-opus-4-7",
-]  # fmt: skip
+    "gpt-5.1",
+    "gpt-5.1-all",
+    "gpt-5.1-thinking",
+    "gpt-5.1-thinking-all",
+    "gpt-5.2",
+    "gpt-5.3",
+    "gpt-5.3-codex",
+    "gpt-5.4",
+    "gemini-3-pro",
+    "gemini-2.5-pro",
+    "gemini-2.5-flash",
+    "gemini-3-flash",
+    "gemini-3.1-pro",
+    "claude-4.5",
+    "claude-opus-4-6",
+    "claude-haiku-4-5-20251001",
+    "claude-sonnet-4-6",
+    "claude-opus-4-7",
+]
 
 
 @pytest.fixture(scope="module")
@@ -24,8 +38,38 @@ def client(server: Server, api_key: str) -> openai.OpenAI:
     return openai.OpenAI(api_key=api_key, base_url=server.url + "/chat", max_retries=0)
 
 
-def test_every_catalog_model_answers(client: openai.OpenAI) -> None:
+# the endpoint each catalog model must reach on its vendor's emulator (no fallback to
+# another protocol)
+ENDPOINT = {
+    **dict.fromkeys(
+        ["gpt-5.1", "gpt-5.1-thinking", "gpt-5.2", "gpt-5.3", "gpt-5.4"], "/v1/chat/completions"
+    ),
+    **dict.fromkeys(["gpt-5.1-all", "gpt-5.1-thinking-all", "gpt-5.3-codex"], "/v1/responses"),
+    **dict.fromkeys(
+        [
+            "claude-4.5",
+            "claude-opus-4-6",
+            "claude-haiku-4-5-20251001",
+            "claude-sonnet-4-6",
+            "claude-opus-4-7",
+        ],
+        "/v1/messages",
+    ),
+    "gemini-3-pro": "/v1beta/models/gemini-3-pro-preview:generateContent",
+    "gemini-2.5-pro": "/v1beta/models/gemini-2.5-pro:generateContent",
+    "gemini-2.5-flash": "/v1beta/models/gemini-2.5-flash:generateContent",
+    "gemini-3-flash": "/v1beta/models/gemini-3-flash-preview:generateContent",
+    "gemini-3.1-pro": "/v1beta/models/gemini-3.1-pro-preview:generateContent",
+}
+
+
+def test_every_catalog_model_answers_over_its_own_protocol(
+    server: Server, client: openai.OpenAI
+) -> None:
+    assert sorted(ENDPOINT) == sorted(CATALOG)
+    log = sandbox_url(server) + "/_sandbox/requests"
     for model in CATALOG:
+        httpx.delete(log)
         r = client.chat.completions.create(
             model=model,
             messages=[
@@ -41,6 +85,8 @@ def test_every_catalog_model_answers(client: openai.OpenAI) -> None:
         assert r.choices[0].finish_reason == "stop"
         assert r.usage is not None
         assert r.usage.total_tokens == r.usage.prompt_tokens + r.usage.completion_tokens > 0
+        (seen,) = httpx.get(log).json()
+        assert seen["path"] == ENDPOINT[model], model
 
 
 def test_v1_base_url_works_unchanged(server: Server, api_key: str) -> None:

@@ -74,6 +74,7 @@ def _hand(m: str, fresh: int, cached: int, written: int, out: int) -> int:
         "claude-sonnet-4-6": (3.0, 0.30, 3.75, 15.0),
         "gemini-2.5-flash": (0.30, 0.03, 0.30, 2.50),
         "gemini-3-pro-preview": (2.0, 0.20, 2.0, 12.0),
+        "gpt-5.3-codex": (1.75, 0.175, 1.75, 14.0),
     }[m]
     pico = sum(
         round(t * p * 1_000_000) for t, p in zip((fresh, cached, written, out), prices, strict=True)
@@ -118,3 +119,19 @@ def test_recorded_responses_cost_what_the_price_table_says(
         out = u.get("candidatesTokenCount", 0) + u.get("thoughtsTokenCount", 0)
         want = _hand(model, u["promptTokenCount"] - cached, cached, 0, out)
     assert TABLE.cost_micros(model, usage) == want > 0
+
+
+@pytest.mark.parametrize("name", ["response_text.json", "response_reasoning.json"])
+def test_responses_api_usage_costs_what_the_price_table_says(name: str) -> None:
+    from chatgate.providers import openai_responses
+
+    raw = (Path(__file__).parents[1] / "fixtures" / "openai_responses" / name).read_bytes()
+    _, usage = openai_responses.parse_response(raw, ctx())
+    u = msgspec.json.decode(raw)["usage"]
+    cached = u["input_tokens_details"]["cached_tokens"]
+    want = _hand("gpt-5.3-codex", u["input_tokens"] - cached, cached, 0, u["output_tokens"])
+    assert (
+        usage is not None
+        and usage.reasoning_tokens == u["output_tokens_details"]["reasoning_tokens"]
+    )
+    assert TABLE.cost_micros("gpt-5.3-codex", usage) == want > 0

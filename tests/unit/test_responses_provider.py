@@ -35,7 +35,7 @@ def build(dep: Deployment = DEP, **kw: Any) -> tuple[dict[str, Any], Context]:
     body = {"model": "codex", "messages": U, **kw}
     req = decode_request(msgspec.json.encode(body))
     profile = find_profile(CFG, dep.model)
-    req, dropped = apply_profile(req, dep, profile, "codex", r.UNSUPPORTED)
+    req, dropped = apply_profile(req, dep, profile, "codex", r.UNSUPPORTED, r.MIN_OUTPUT)
     c = ctx()
     c.dropped.extend(dropped)
     u = r.build_request(req, dep, PROV, c, profile)
@@ -78,8 +78,9 @@ def test_messages_to_items() -> None:
         {"role": "tool", "tool_call_id": "call_1", "content": "42"},
     ]
     body, _ = build(messages=msgs)
-    assert body["instructions"] == "S"
+    assert "instructions" not in body
     assert body["input"] == [
+        {"role": "system", "content": [{"type": "input_text", "text": "S"}]},
         {
             "role": "user",
             "content": [
@@ -386,3 +387,20 @@ def test_stop_scanner_releases_false_starts() -> None:
     assert sc.push("d") == "abd"
     assert sc.push("ab") == ""
     assert sc.flush() == "ab" and not sc.hit
+
+
+def test_max_output_below_the_responses_minimum_is_a_400() -> None:
+    with pytest.raises(InvalidRequest) as e:
+        build(max_tokens=15)
+    assert e.value.param == "max_tokens" and e.value.code == "integer_below_min_value"
+    body, _ = build(max_tokens=16)
+    assert body["max_output_tokens"] == 16
+
+
+def test_json_object_needs_the_word_json_as_openai_says() -> None:
+    with pytest.raises(InvalidRequest) as e:
+        build(response_format={"type": "json_object"})
+    assert e.value.param == "response_format"
+    sys_msg = [{"role": "system", "content": "Answer in JSON."}, *U]
+    body, _ = build(messages=sys_msg, response_format={"type": "json_object"})
+    assert body["text"] == {"format": {"type": "json_object"}}

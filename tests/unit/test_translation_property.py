@@ -67,7 +67,7 @@ def _check(emulator: ThreadedSandbox, protocol: str, body: dict[str, Any], data:
     ctx = Context(response_id="chatcmpl-p", created=0, public_model="pub", include_usage=False)
     prov = Provider(protocol=protocol, base_url=emulator.base_url + path, api_key=KEY)  # type: ignore[arg-type]
     try:
-        req, _ = apply_profile(req, dep, profile, "pub", module.UNSUPPORTED)
+        req, _ = apply_profile(req, dep, profile, "pub", module.UNSUPPORTED, module.MIN_OUTPUT)
         ureq = module.build_request(req, dep, prov, ctx, profile)
     except InvalidRequest:
         return  # refused by the gateway itself, with a 400 naming the parameter

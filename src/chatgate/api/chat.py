@@ -109,7 +109,12 @@ async def handle_chat(gw: Gateway, scope: Scope, receive: Receive, send: Send) -
             )
         module = target.module
         req, dropped = apply_profile(
-            req, target.deployment, target.profile, req.model, module.UNSUPPORTED
+            req,
+            target.deployment,
+            target.profile,
+            req.model,
+            module.UNSUPPORTED,
+            module.MIN_OUTPUT,
         )
         n = req.n or 1
         fan_out = n > 1 and not module.NATIVE_N

@@ -8,7 +8,7 @@ from typing import Any
 import msgspec
 
 from ..errors import InvalidRequest, StreamInterrupted, UpstreamError
-from ..schema import AssistantMessage, TextPart, Usage
+from ..schema import AssistantMessage, ChatRequest, TextPart, Usage
 from .base import Context
 
 _decode = msgspec.json.decode
@@ -44,6 +44,25 @@ def assistant_text(msg: AssistantMessage) -> list[str]:
     if msg.refusal and not content:
         out.append(msg.refusal)
     return [t for t in out if t]
+
+
+def require_json_word(req: ChatRequest) -> None:
+    """OpenAI refuses json_object output unless a message mentions JSON: say so first."""
+    for msg in req.messages:
+        content = getattr(msg, "content", None)
+        if isinstance(content, str):
+            text = content
+        elif isinstance(content, list):
+            text = " ".join(getattr(p, "text", "") or "" for p in content)
+        else:
+            text = ""
+        if "json" in text.lower():
+            return
+    raise InvalidRequest(
+        "'messages' must contain the word 'json' in some form, to use 'response_format' of "
+        "type 'json_object'.",
+        param="response_format",
+    )
 
 
 def function_role(i: int) -> InvalidRequest:

@@ -82,6 +82,7 @@ from ._shared import (
 from .base import Context, UpstreamRequest
 
 API_VERSION = "2023-06-01"
+MIN_OUTPUT = 1
 NATIVE_N = False  # n > 1 is served by fanning out n calls
 # Parameters of the OpenAI API with no Anthropic equivalent at all (model-independent).
 UNSUPPORTED = OPENAI_ONLY

@@ -59,6 +59,7 @@ class StreamTranslator(Protocol):
 
 class ProviderModule(Protocol):
     NATIVE_N: bool  # the protocol returns n choices itself; else the gateway fans out
+    MIN_OUTPUT: int  # the smallest output allowance the protocol accepts
     UNSUPPORTED: tuple[str, ...]  # OpenAI parameters the protocol has no equivalent for
 
     def build_request(
@@ -98,6 +99,7 @@ def apply_profile(
     profile: Profile,
     public_model: str,
     protocol_unsupported: tuple[str, ...] = (),
+    min_output: int = 1,
 ) -> tuple[ChatRequest, list[str]]:
     """Apply deployment defaults, the upstream protocol's and the model's limits.
 
@@ -118,6 +120,15 @@ def apply_profile(
     what = f"model '{public_model}'"
 
     ceiling = profile.max_output_tokens
+    for p in ("max_tokens", "max_completion_tokens"):
+        v = getattr(req, p)
+        if v is not None and v < min_output:
+            raise InvalidRequest(
+                f"Invalid '{p}': {v} is below the minimum of {min_output} output tokens "
+                f"that {what} takes.",
+                param=p,
+                code="integer_below_min_value",
+            )
     if ceiling is not None:
         for p in ("max_tokens", "max_completion_tokens"):
             v = getattr(req, p)

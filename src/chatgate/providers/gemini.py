@@ -82,6 +82,7 @@ from ._shared import (
 )
 from .base import Context, UpstreamRequest
 
+MIN_OUTPUT = 1
 NATIVE_N = True
 UNSUPPORTED = OPENAI_ONLY
 FILTERED = {"SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY",

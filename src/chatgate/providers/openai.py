@@ -32,13 +32,14 @@ from ..errors import (
     StreamInterrupted,
     UpstreamError,
 )
-from ..schema import AssistantMessage, ChatRequest, StreamOptions, Usage
-from ._shared import ChunkWriter
+from ..schema import AssistantMessage, ChatRequest, JSONObjectFormat, StreamOptions, Usage
+from ._shared import ChunkWriter, require_json_word
 from .base import Context, UpstreamRequest
 
 _decode = msgspec.json.decode
 _encode = msgspec.json.encode
 
+MIN_OUTPUT = 1
 NATIVE_N = True
 UNSUPPORTED: tuple[str, ...] = ()
 _KEYLIKE = re.compile(r"\b(sk|key|AIza)[-_A-Za-z0-9*.]{6,}")
@@ -47,6 +48,8 @@ _KEYLIKE = re.compile(r"\b(sk|key|AIza)[-_A-Za-z0-9*.]{6,}")
 def build_request(
     req: ChatRequest, dep: Deployment, provider: Provider, ctx: Context, profile: Profile
 ) -> UpstreamRequest:
+    if isinstance(req.response_format, JSONObjectFormat):
+        require_json_word(req)
     changes: dict[str, Any] = {"model": dep.model}
     if any(
         isinstance(m, AssistantMessage) and (m.reasoning_content or m.thinking_blocks)

@@ -6,7 +6,7 @@ Parameter table (chat client -> Responses), checkable against ../shared/protocol
 | chat completions              | Responses                                   | decision |
 |-------------------------------|---------------------------------------------|----------|
 | model                         | model                                       | exact |
-| system / developer messages   | instructions (joined by a blank line)       | mid-conversation ones hoisted |
+| system / developer messages   | system / developer input items, in place    | exact (not hoisted into instructions) |
 | user text / image_url / file  | input message: input_text / input_image / input_file | exact |
 | assistant content             | input message role assistant, output_text   | exact |
 | assistant tool_calls          | function_call items {call_id, name, arguments} | exact |
@@ -58,9 +58,18 @@ from ..schema import (
     UserMessage,
 )
 from . import openai as chat
-from ._shared import ChunkWriter, completion, decode_body, decode_event, function_role, text_of
+from ._shared import (
+    ChunkWriter,
+    completion,
+    decode_body,
+    decode_event,
+    function_role,
+    require_json_word,
+    text_of,
+)
 from .base import Context, StopScanner, UpstreamRequest, cut_at_stop
 
+MIN_OUTPUT = 16  # the Responses API refuses a smaller max_output_tokens
 NATIVE_N = False
 UNSUPPORTED = (
     "seed",
@@ -97,17 +106,25 @@ _encode = msgspec.json.encode
 def build_request(
     req: ChatRequest, dep: Deployment, provider: Provider, ctx: Context, profile: Profile
 ) -> UpstreamRequest:
-    instructions, items = _input(req, ctx)
+    items = _input(req, ctx)
     if req.stop is not None:
         ctx.stop = [req.stop] if isinstance(req.stop, str) else list(req.stop)
     body: dict[str, Any] = {"model": dep.model, "input": items, "store": bool(req.store)}
-    if instructions:
-        body["instructions"] = instructions
     max_tokens = req.max_completion_tokens or req.max_tokens
+    if isinstance(req.response_format, JSONObjectFormat):
+        require_json_word(req)
     if max_tokens is not None:
         body["max_output_tokens"] = ctx.max_output = max_tokens
-    for name in ("temperature", "top_p", "user", "safety_identifier", "prompt_cache_key",
-                 "metadata", "service_tier", "parallel_tool_calls"):  # fmt: skip
+    for name in (
+        "temperature",
+        "top_p",
+        "user",
+        "safety_identifier",
+        "prompt_cache_key",
+        "metadata",
+        "service_tier",
+        "parallel_tool_calls",
+    ):
         value = getattr(req, name)
         if value is not None:
             body[name] = value
@@ -163,17 +180,19 @@ def build_request(
     )
 
 
-def _input(req: ChatRequest, ctx: Context) -> tuple[str, list[dict[str, Any]]]:
-    system: list[str] = []
+def _input(req: ChatRequest, ctx: Context) -> list[dict[str, Any]]:
+    """Messages become input items in order; system and developer messages stay where they
+    are, as system/developer items (not hoisted into ``instructions``)."""
     items: list[dict[str, Any]] = []
     named = False
     for i, msg in enumerate(req.messages):
         if getattr(msg, "name", None) and not isinstance(msg, FunctionMessage):
             named = True
         if isinstance(msg, (SystemMessage, DeveloperMessage)):
-            text = text_of(msg.content)
-            if text:
-                system.append(text)
+            role = "system" if isinstance(msg, SystemMessage) else "developer"
+            items.append(
+                {"role": role, "content": [{"type": "input_text", "text": text_of(msg.content)}]}
+            )
         elif isinstance(msg, UserMessage):
             items.append({"role": "user", "content": _user_content(msg, i)})
         elif isinstance(msg, AssistantMessage):
@@ -190,7 +209,7 @@ def _input(req: ChatRequest, ctx: Context) -> tuple[str, list[dict[str, Any]]]:
             raise function_role(i)
     if named:
         ctx.dropped.append("messages[].name")
-    return "\n\n".join(system), items
+    return items
 
 
 def _user_content(msg: UserMessage, i: int) -> list[dict[str, Any]]:
