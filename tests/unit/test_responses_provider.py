@@ -5,6 +5,7 @@ written from the documented Responses API shapes (platform.openai.com API refere
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -404,3 +405,96 @@ def test_json_object_needs_the_word_json_as_openai_says() -> None:
     sys_msg = [{"role": "system", "content": "Answer in JSON."}, *U]
     body, _ = build(messages=sys_msg, response_format={"type": "json_object"})
     assert body["text"] == {"format": {"type": "json_object"}}
+
+
+# --- the repository's own Responses fixtures (tests/fixtures/openai_responses) ---------
+
+OWN = Path(__file__).parents[1] / "fixtures" / "openai_responses"
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "response_text.json",
+        "response_function_call.json",
+        "response_reasoning.json",
+        "response_incomplete.json",
+    ],
+)
+def test_fixture_responses_field_by_field(name: str) -> None:
+    src = json.loads((OWN / name).read_text())
+    out, usage = r.parse_response((OWN / name).read_bytes(), ctx())
+    (choice,) = json.loads(out)["choices"]
+    msg = choice["message"]
+    texts = [
+        p["text"]
+        for it in src["output"]
+        if it["type"] == "message"
+        for p in it["content"]
+        if p["type"] == "output_text"
+    ]
+    assert msg["content"] == ("".join(texts) if texts else None)
+    calls = [it for it in src["output"] if it["type"] == "function_call"]
+    assert [
+        (c["id"], c["function"]["name"], c["function"]["arguments"])
+        for c in msg.get("tool_calls", [])
+    ] == [(c["call_id"], c["name"], c["arguments"]) for c in calls]
+    summaries = [
+        s["text"]
+        for it in src["output"]
+        if it["type"] == "reasoning"
+        for s in it.get("summary", [])
+    ]
+    assert msg.get("reasoning_content") == ("\n\n".join(summaries) if summaries else None)
+    if src["status"] == "incomplete":
+        assert choice["finish_reason"] == "length"
+    else:
+        assert choice["finish_reason"] == ("tool_calls" if calls else "stop")
+    u = src["usage"]
+    assert usage is not None
+    assert (usage.prompt_tokens, usage.completion_tokens, usage.total_tokens) == (
+        u["input_tokens"],
+        u["output_tokens"],
+        u["total_tokens"],
+    )
+    assert usage.cached_tokens == u["input_tokens_details"]["cached_tokens"]
+    assert usage.reasoning_tokens == u["output_tokens_details"]["reasoning_tokens"]
+
+
+def _own_events(name: str) -> list[bytes]:
+    text = (OWN / name).read_text()
+    return [
+        line[6:].encode()
+        for block in text.split("\n\n")
+        for line in block.split("\n")
+        if line.startswith("data: ")
+    ]
+
+
+@pytest.mark.parametrize("name", ["stream_text.sse", "stream_function_call.sse"])
+def test_fixture_streams_translate_in_order(name: str) -> None:
+    events = [json.loads(e) for e in _own_events(name)]
+    tr = r.stream_translator(ctx(include_usage=True))
+    frames = b"".join(tr.feed(e) for e in _own_events(name)) + tr.close()
+    chunks = [json.loads(f[6:]) for f in frames.split(b"\n\n") if f]
+    deltas = [c["choices"][0]["delta"] for c in chunks if c["choices"]]
+    assert deltas[0]["role"] == "assistant"
+    want = {
+        t: "".join(e["delta"] for e in events if e["type"] == t)
+        for t in (
+            "response.output_text.delta",
+            "response.reasoning_summary_text.delta",
+            "response.function_call_arguments.delta",
+        )
+    }
+    assert "".join(d.get("content") or "" for d in deltas) == want["response.output_text.delta"]
+    assert (
+        "".join(d.get("reasoning_content") or "" for d in deltas)
+        == want["response.reasoning_summary_text.delta"]
+    )
+    args = "".join(tc["function"]["arguments"] for d in deltas for tc in d.get("tool_calls", []))
+    assert args == want["response.function_call_arguments.delta"]
+    final = next(e for e in events if e["type"] == "response.completed")["response"]
+    assert chunks[-1]["usage"]["total_tokens"] == final["usage"]["total_tokens"]
+    has_call = any(it["type"] == "function_call" for it in final["output"])
+    assert chunks[-2]["choices"][0]["finish_reason"] == ("tool_calls" if has_call else "stop")
