@@ -41,6 +41,10 @@ class Server:
             "master_key": "${TEST_MASTER_KEY}",
             "sandbox": True,
             "usage": {"flush_interval": 0.05},
+            # faults injected per request (prompt directives) must not open circuits or
+            # multiply attempts in tests about other things; the routing tests set their own
+            "retry": {"max_attempts": 1},
+            "circuit": {"failures": 1_000_000},
         }
         cfg.update(extra or {})
         self.config_path = workdir / "chatgate.yaml"

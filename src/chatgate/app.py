@@ -31,16 +31,6 @@ CHAT_PATHS = frozenset({"/chat/chat/completions", "/chat/completions", "/v1/chat
 MODEL_PREFIXES = ("/chat/models", "/v1/models", "/models")
 
 
-class _NoRoutes(Router):
-    def __init__(self) -> None:
-        self.routes = {}
-        self.unavailable = {}
-        self._rr = {}
-
-
-_EMPTY_ROUTER = _NoRoutes()
-
-
 class Gateway:
     """Everything a request needs, created once in the lifespan."""
 
@@ -58,7 +48,8 @@ class Gateway:
         self.limiter: Limiter = MemoryLimiter(self.store.spent_since)
         self.writer = UsageWriter(self.store, cfg.usage.flush_interval, cfg.usage.batch_size)
         self.upstream = Upstream()
-        self.router: Router = Router(cfg, None) if not needs_sandbox(cfg) else _EMPTY_ROUTER
+        # rebuilt in start() once the sandbox (if any) has its port
+        self.router = Router(cfg, "http://127.0.0.1:1")
         self.sandbox: Any = None
 
     async def start(self) -> None:
@@ -107,14 +98,6 @@ class Gateway:
             )
         for model, why in sorted(self.router.unavailable.items()):
             lines.append(f"  unavailable: {model}: {why}")
-        pending = sorted(
-            {t.protocol for ts in self.router.routes.values() for t in ts if t.module is None}
-        )
-        if pending:
-            lines.append(
-                f"  note: protocol(s) {', '.join(pending)} not implemented yet; "
-                "their models answer 501"
-            )
         return "\n".join(lines)
 
 

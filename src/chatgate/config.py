@@ -62,6 +62,35 @@ class Deployment(_C):
     params: dict[str, Any] = field(default_factory=dict)
     options: dict[str, Any] = field(default_factory=dict)
     drop_unsupported_params: bool = False
+    # routing: the lowest priority group with a healthy deployment serves; weighted within
+    name: str | None = None  # shown in /admin/deployments (default provider/model#i)
+    weight: float = 1.0
+    priority: int = 0
+    rpm: int | None = None  # this deployment's own ceilings (the vendor account's limits)
+    tpm: int | None = None
+    timeouts: Timeouts | None = None  # overrides the provider's
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+class Route(_C):
+    """How a model's deployments are used (config key `routing.<model>`)."""
+
+    strategy: Literal["weighted", "least-busy", "lowest-latency"] = "weighted"
+    fallbacks: list[str] = field(default_factory=list)  # other models, tried in order
+    context_fallbacks: list[str] = field(default_factory=list)  # on context-length errors
+
+
+class RetrySettings(_C):
+    max_attempts: int = 4  # upstream calls per request, across deployments and fallbacks
+    backoff_base: float = 0.2  # seconds; doubled each retry of the same deployment, jittered
+    backoff_cap: float = 2.0
+    retry_after_cap: float = 10.0  # longest retry-after honoured before trying elsewhere
+    deadline: float = 900.0  # total seconds a request may spend on attempts
+
+
+class CircuitSettings(_C):
+    failures: int = 5  # consecutive failures that open a deployment's circuit
+    cooldown: float = 30.0  # seconds before one probe request may close it again
 
 
 class Profile(_C):
@@ -118,6 +147,10 @@ class Config(_C):
     key_cache_seconds: float = 2.0
     usage: UsageSettings = field(default_factory=UsageSettings)
     jwt: JWTSettings | None = None
+    routing: dict[str, Route] = field(default_factory=dict)
+    retry: RetrySettings = field(default_factory=RetrySettings)
+    circuit: CircuitSettings = field(default_factory=CircuitSettings)
+    hide_provider: bool = False  # no x-chatgate-provider/-deployment headers for clients
     prices: dict[str, Price] = field(default_factory=dict)
     # failed authentications from one address within a minute before answers slow down
     auth_failures_per_minute: int = 20
@@ -258,6 +291,7 @@ def from_dict(raw: dict[str, Any], env: dict[str, str], source: str = "config") 
         ("models", list[Deployment]),
         ("profiles", Profile),
         ("prices", Price),
+        ("routing", Route),
     ):
         value = data.pop(key, None) or {}
         if not isinstance(value, dict):
@@ -303,6 +337,13 @@ def _check(cfg: Config, source: str) -> None:
             raise ConfigError(
                 f"{source}: providers.{name}.base_url: must start with http:// or https://"
             )
+    for model, route in cfg.routing.items():
+        if model not in cfg.models:
+            raise ConfigError(f"{source}: routing.{model}: no such model")
+        for k in ("fallbacks", "context_fallbacks"):
+            for other in getattr(route, k):
+                if other not in cfg.models:
+                    raise ConfigError(f"{source}: routing.{model}.{k}: unknown model '{other}'")
     for model, deps in cfg.models.items():
         if not deps:
             raise ConfigError(f"{source}: models.{model}: needs at least one deployment")

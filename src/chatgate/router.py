@@ -1,16 +1,25 @@
-"""Which upstream deployment serves a public model name.
+"""Which upstream deployment serves a request, and what the gateway learns from each attempt.
 
-Knows deployments and providers, not wire formats: each target carries the provider module
-that translates for it. Later: priorities, weights, retries, fallbacks, circuit breaking.
+Knows deployments and their health, not wire formats: each target carries the provider
+module that translates for it. Selection: the lowest priority group that has a healthy
+deployment with capacity; within it, weighted random (default), least busy, or lowest latency
+(EWMA of time to first token). A deployment's circuit opens after consecutive failures and
+lets one probe through after a cooldown; a 429 cools it for its retry-after.
 """
 
 from __future__ import annotations
 
+import random
+import time
+from collections.abc import Callable, Iterator
 from types import ModuleType
+from typing import Any
 
 from msgspec import Struct
 
-from .config import Config, Deployment, Profile, Provider, find_profile
+from .config import Config, Deployment, Profile, Provider, Route, Timeouts, find_profile
+from .errors import GatewayError
+from .limits import MemoryLimiter, Policy
 from .providers import anthropic, gemini, openai_responses
 from .providers import openai as openai_chat
 
@@ -24,17 +33,57 @@ MODULES: dict[str, ModuleType] = {
 # The sandbox emulates every protocol on one port; each emulator's base URL follows its
 # vendor SDK's convention (OpenAI's includes /v1, Anthropic's and Google's do not).
 SANDBOX_PROTOCOLS = {"openai": "/v1", "openai_responses": "/v1", "anthropic": "", "gemini": ""}
+# Upstream outcomes worth another attempt (elsewhere, or later).
+RETRYABLE = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
+
+
+class Health:
+    """What the router knows of one deployment (mutable; one per deployment per process)."""
+
+    __slots__ = (
+        "cooled_until",
+        "ewma_ttft",
+        "failures",
+        "in_flight",
+        "open_until",
+        "probing",
+        "successes",
+        "total_failures",
+    )
+
+    def __init__(self) -> None:
+        self.in_flight = 0
+        self.ewma_ttft: float | None = None
+        self.failures = 0  # consecutive
+        self.open_until = 0.0  # circuit open (cooldown) until this time
+        self.probing = False  # half-open: one probe request is out
+        self.cooled_until = 0.0  # after a 429: until its retry-after
+        self.successes = 0
+        self.total_failures = 0
 
 
 class Target(Struct):
     public_model: str
+    name: str
     provider_name: str
     provider: Provider
     deployment: Deployment
     protocol: str
-    module: ModuleType | None  # None: protocol not implemented in this build
+    module: ModuleType
     profile: Profile
     sandboxed: bool
+    timeouts: Timeouts
+    health: Health
+
+    def state(self, now: float) -> str:
+        h = self.health
+        if h.open_until > now:
+            return "open"
+        if h.open_until and h.failures:
+            return "half_open"
+        if h.cooled_until > now:
+            return "cooling"
+        return "closed"
 
 
 def uses_sandbox(cfg: Config, provider: Provider) -> bool:
@@ -45,15 +94,40 @@ def needs_sandbox(cfg: Config) -> bool:
     return any(uses_sandbox(cfg, p) for p in cfg.providers.values())
 
 
+def retryable(err: GatewayError) -> bool:
+    if err.code in ("upstream_timeout", "upstream_unavailable", "overloaded"):
+        return True
+    return err.status in RETRYABLE and err.code != "insufficient_quota"
+
+
+def context_exceeded(err: GatewayError) -> bool:
+    text = f"{err.code} {err.message}".lower()
+    return err.status == 400 and (
+        ("context" in text and ("length" in text or "window" in text))
+        or "too long" in text
+        or "too many tokens" in text
+    )
+
+
 class Router:
-    def __init__(self, cfg: Config, sandbox_url: str | None = None) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        sandbox_url: str | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+    ) -> None:
         self.routes: dict[str, list[Target]] = {}
         self.unavailable: dict[str, str] = {}
-        self._rr: dict[str, int] = {}
+        self.policies: dict[str, Route] = cfg.routing
+        self._circuit = cfg.circuit
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self.capacity = MemoryLimiter(lambda key, start: 0, clock=time.time)
         for public, deps in cfg.models.items():
             targets: list[Target] = []
             reasons: list[str] = []
-            for dep in deps:
+            for i, dep in enumerate(deps):
                 prov = cfg.providers[dep.provider]
                 protocol = dep.protocol or prov.protocol
                 sandboxed = uses_sandbox(cfg, prov)
@@ -68,16 +142,28 @@ class Router:
                 elif not prov.api_key:
                     reasons.append(f"provider '{dep.provider}' has no api_key")
                     continue
+                if dep.headers:
+                    prov = Provider(
+                        protocol=prov.protocol,
+                        base_url=prov.base_url,
+                        api_key=prov.api_key,
+                        headers={**prov.headers, **dep.headers},
+                        timeouts=prov.timeouts,
+                        max_connections=prov.max_connections,
+                    )
                 targets.append(
                     Target(
                         public_model=public,
+                        name=dep.name or f"{dep.provider}/{dep.model}#{i}",
                         provider_name=dep.provider,
                         provider=prov,
                         deployment=dep,
                         protocol=protocol,
-                        module=MODULES.get(protocol),
+                        module=MODULES[protocol],
                         profile=find_profile(cfg, dep.model),
                         sandboxed=sandboxed,
+                        timeouts=dep.timeouts or prov.timeouts,
+                        health=Health(),
                     )
                 )
             if targets:
@@ -85,12 +171,154 @@ class Router:
             else:
                 self.unavailable[public] = "; ".join(reasons) or "no deployment"
 
-    def pick(self, model: str) -> Target | None:
-        targets = self.routes.get(model)
-        if not targets:
+    # --- selection ---------------------------------------------------------------------
+
+    def chain(self, model: str, extra: list[str] | None = None) -> list[str]:
+        """The model, its configured fallbacks, then the client's own (known ones only)."""
+        out = [model]
+        route = self.policies.get(model)
+        for m in [*(route.fallbacks if route else ()), *(extra or ())]:
+            if m not in out and m in self.routes:
+                out.append(m)
+        return out
+
+    def candidates(self, model: str, tried: set[str]) -> Iterator[Target]:
+        """Deployments of ``model`` in the order to try them: priority groups lowest first;
+        within a group by the model's strategy. Open circuits, cooling deployments and
+        deployments at their own rpm/tpm ceiling are skipped; a circuit whose cooldown is
+        over lets exactly one probe through."""
+        targets = [t for t in self.routes.get(model, ()) if t.name not in tried]
+        strategy = self.policies[model].strategy if model in self.policies else "weighted"
+        for priority in sorted({t.deployment.priority for t in targets}):
+            group = [t for t in targets if t.deployment.priority == priority]
+            for t in self._order(group, strategy):
+                if self._available(t):
+                    yield t
+
+    def _order(self, group: list[Target], strategy: str) -> list[Target]:
+        if strategy == "least-busy":
+            return sorted(group, key=lambda t: (t.health.in_flight, self._rng.random()))
+        if strategy == "lowest-latency":
+            return sorted(
+                group,
+                key=lambda t: (t.health.ewma_ttft is not None, t.health.ewma_ttft or 0.0),
+            )
+        # weighted random order without replacement (Efraimidis-Spirakis keys)
+        return sorted(
+            group,
+            key=lambda t: -(self._rng.random() ** (1.0 / max(t.deployment.weight, 1e-9))),
+        )
+
+    def _available(self, t: Target) -> bool:
+        h, now = t.health, self._clock()
+        if h.cooled_until > now or h.open_until > now:
+            return False
+        if h.open_until:  # cooldown over: half-open, one probe at a time
+            if h.probing:
+                return False
+            h.probing = True
+        return True
+
+    # --- what happened -----------------------------------------------------------------
+
+    def begin(self, t: Target) -> None:
+        t.health.in_flight += 1
+
+    def release(self, t: Target) -> None:
+        """A candidate handed out but not attempted: give back its probe slot."""
+        t.health.probing = False
+
+    def soonest(self, chain: list[str]) -> float | None:
+        """Seconds until the first deployment of these models can be tried again."""
+        now = self._clock()
+        waits = [
+            max(t.health.cooled_until, t.health.open_until) - now
+            for m in chain
+            for t in self.routes.get(m, ())
+        ]
+        return max(0.0, min(waits)) if waits else None
+
+    def context_fallbacks(self, model: str, chain: list[str]) -> list[str]:
+        route = self.policies.get(model)
+        return [
+            m
+            for m in (route.context_fallbacks if route else ())
+            if m not in chain and m in self.routes
+        ]
+
+    def success(self, t: Target, ttft: float | None) -> None:
+        h = t.health
+        h.in_flight -= 1
+        h.failures = 0
+        h.open_until = 0.0
+        h.probing = False
+        h.successes += 1
+        if ttft is not None:
+            h.ewma_ttft = ttft if h.ewma_ttft is None else 0.8 * h.ewma_ttft + 0.2 * ttft
+
+    def failure(self, t: Target, err: GatewayError | None) -> None:
+        """An attempt failed (err None: abandoned by the client, which says nothing about
+        the deployment's health)."""
+        h = t.health
+        h.in_flight -= 1
+        h.probing = False
+        if err is None:
+            return
+        now = self._clock()
+        if err.status == 429 and err.code != "insufficient_quota":
+            after = _retry_after(err.headers) or 1.0
+            h.cooled_until = max(h.cooled_until, now + after)
+            return
+        if not retryable(err):
+            return  # the request's fault, not the deployment's
+        h.failures += 1
+        h.total_failures += 1
+        if h.failures >= self._circuit.failures or h.open_until:
+            h.open_until = now + self._circuit.cooldown  # (re)open: fresh cooldown
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        now = self._clock()
+        out = []
+        for model, targets in self.routes.items():
+            for t in targets:
+                h = t.health
+                out.append(
+                    {
+                        "model": model,
+                        "deployment": t.name,
+                        "provider": t.provider_name,
+                        "upstream_model": t.deployment.model,
+                        "protocol": t.protocol,
+                        "priority": t.deployment.priority,
+                        "weight": t.deployment.weight,
+                        "state": t.state(now),
+                        "in_flight": h.in_flight,
+                        "consecutive_failures": h.failures,
+                        "failures": h.total_failures,
+                        "successes": h.successes,
+                        "open_for_s": round(max(0.0, h.open_until - now), 3),
+                        "cooling_for_s": round(max(0.0, h.cooled_until - now), 3),
+                        "ewma_ttft_ms": round(h.ewma_ttft * 1000, 3) if h.ewma_ttft else None,
+                    }
+                )
+        return out
+
+    def capacity_policy(self, t: Target) -> Policy | None:
+        d = t.deployment
+        return Policy(rpm=d.rpm, tpm=d.tpm) if d.rpm or d.tpm else None
+
+
+def _retry_after(headers: dict[str, str]) -> float | None:
+    ms = headers.get("retry-after-ms")
+    if ms:
+        try:
+            return float(ms) / 1000
+        except ValueError:
+            pass
+    s = headers.get("retry-after")
+    if s:
+        try:
+            return float(s)
+        except ValueError:
             return None
-        if len(targets) == 1:
-            return targets[0]
-        i = self._rr.get(model, 0)
-        self._rr[model] = i + 1
-        return targets[i % len(targets)]
+    return None

@@ -292,6 +292,9 @@ class ChatRequest(_S):
     prompt_cache_retention: str | None = None
     safety_identifier: Annotated[str, Meta(max_length=64)] | None = None
     functions: list[FunctionDef] | None = field(default=None)
+    # gateway extensions (OpenRouter style): other models to try if this one cannot answer
+    models: list[str] | None = None
+    fallbacks: list[str] | None = None
     function_call: Literal["none", "auto"] | NamedFunction | None = None
 
 

@@ -246,7 +246,7 @@ def test_cut_streams_are_charged_only_for_what_happened(
     ) as r:  # fmt: skip
         rid = r.headers["x-request-id"]
         body = b"".join(r.iter_bytes())
-    assert b'"error"' in body and b"[DONE]" not in body
+    assert b'"error"' in body and body.endswith(b"data: [DONE]\n\n")  # error event, then end
     row = srv.wait_usage_ids({rid})[rid]
     assert row["error_type"] is not None
     if not charged:

@@ -414,9 +414,9 @@ def test_stream_idle_timeout_ends_stream_with_error_event(server: Server, api_ke
     ) as r:
         assert r.status_code == 200
         raw = b"".join(r.iter_bytes()).decode()
-    last = raw.strip().split("\n\n")[-1]
-    assert "[DONE]" not in raw
-    err = json.loads(last.removeprefix("data: "))["error"]
+    events = raw.strip().split("\n\n")
+    assert events[-1] == "data: [DONE]"  # an error event, then the end of the stream
+    err = json.loads(events[-2].removeprefix("data: "))["error"]
     assert err["code"] == "upstream_timeout" and set(err) == {"message", "type", "param", "code"}
 
 

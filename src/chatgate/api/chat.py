@@ -1,52 +1,48 @@
-"""POST /chat/completions: authenticate, validate, route, translate, relay, record."""
+"""POST /chat/completions: authenticate, validate, plan, admit, attempt (with retries and
+fallbacks), relay, settle, record."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
+import random
+import re
 import time
 from typing import TYPE_CHECKING
 
 import msgspec
 
-from ..errors import (
-    GatewayError,
-    ModelNotFound,
-    NotImplementedByGateway,
-    PermissionDenied,
-    UpstreamError,
-)
+from ..errors import GatewayError, InvalidRequest, ModelNotFound, PermissionDenied, UpstreamError
 from ..limits import Admission, Policy
 from ..pricing import usd
-from ..providers.base import Context, StreamTranslator, UpstreamRequest, apply_profile
-from ..schema import Usage, decode_request
+from ..providers.base import Context, apply_profile
+from ..router import context_exceeded, retryable
+from ..schema import ChatRequest, Usage, decode_request
 from ..store import KeyRecord, UsageRow
 from .http import ClientGone, Receive, Scope, Send, check_json_content_type, read_body, send_error
+from .relay import Plan, json_attempt, stream_attempt
 
 if TYPE_CHECKING:
     from ..app import Gateway
     from ..router import Target
-    from ..upstream import Call
 
 log = logging.getLogger("chatgate.chat")
-
-SSE_HEADERS = [
-    (b"content-type", b"text/event-stream; charset=utf-8"),
-    (b"cache-control", b"no-cache"),
-    (b"x-accel-buffering", b"no"),
-]
-DONE = b"data: [DONE]\n\n"
 _perf = time.perf_counter
+_CLIENT_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
+
+UNLIMITED = Policy()
+DEFAULT_MAX_OUTPUT = 32_768  # reserved for a model with no known output ceiling
+IMAGE_TOKENS = 2_000  # a bound on what one image costs in prompt tokens
 
 
-class _Record:
+class Record:
     """The facts gathered for one request's usage row."""
 
     __slots__ = (
         "admission",
         "calls",
+        "committed",
         "cost",
         "error_type",
         "frames",
@@ -56,6 +52,7 @@ class _Record:
         "provider",
         "status",
         "stream",
+        "stream_error",
         "ttft",
         "upstream_model",
         "upstream_request_id",
@@ -77,21 +74,27 @@ class _Record:
         self.admission: Admission | None = None
         self.cost: int | None = None  # micro-USD
         self.frames = 0  # stream frames sent to the client
-        self.calls = 1  # upstream calls (n fan-out)
+        self.calls = 1  # upstream calls of the answering attempt (n fan-out)
+        self.committed = False  # response headers sent: no more failover
+        self.stream_error: GatewayError | None = None
 
 
 async def handle_chat(gw: Gateway, scope: Scope, receive: Receive, send: Send) -> None:
     t0 = _perf()
     created = int(time.time())
     rid = "chatcmpl-" + os.urandom(12).hex()
-    rec = _Record()
-    base_headers = [(b"x-request-id", rid.encode())]
+    rec = Record()
+    client_id = _header(scope, b"x-request-id")
+    echo = client_id if client_id and _CLIENT_ID.match(client_id) else rid.encode()
+    base_headers = [(b"x-request-id", echo)]
     task = asyncio.current_task()
     assert task is not None
     watcher: asyncio.Task[None] | None = None
     try:
         client = scope.get("client")
-        key = await gw.auth.authenticate(_auth_header(scope), client[0] if client else "")
+        key = await gw.auth.authenticate(
+            _header(scope, b"authorization"), client[0] if client else ""
+        )
         rec.key_id = key.id
         rec.owner = key.owner
         check_json_content_type(scope)
@@ -99,47 +102,18 @@ async def handle_chat(gw: Gateway, scope: Scope, receive: Receive, send: Send) -
         req = decode_request(body)
         rec.model = req.model
         rec.stream = bool(req.stream)
-        target = _resolve(gw, key, req.model)
-        rec.provider = target.provider_name
-        rec.upstream_model = target.deployment.model
-        if target.module is None:
-            raise NotImplementedByGateway(
-                f"Model '{req.model}' is served over the '{target.protocol}' protocol, "
-                "which this version of the gateway cannot translate yet.",
-            )
-        module = target.module
-        req, dropped = apply_profile(
-            req,
-            target.deployment,
-            target.profile,
-            req.model,
-            module.UNSUPPORTED,
-            module.MIN_OUTPUT,
-        )
-        n = req.n or 1
-        fan_out = n > 1 and not module.NATIVE_N
-        if fan_out:
-            req = msgspec.structs.replace(req, n=None)
-        ctx = Context(
-            response_id=rid,
-            created=created,
-            public_model=rec.model,
-            include_usage=bool(req.stream_options and req.stream_options.include_usage),
-            dropped=dropped,
-        )
-        ureq = module.build_request(req, target.deployment, target.provider, ctx, target.profile)
-        if ctx.dropped:
-            base_headers.append((b"x-chatgate-dropped-params", ",".join(ctx.dropped).encode()))
-        calls = rec.calls = n if fan_out else 1
+        extra = [*(req.models or ()), *(req.fallbacks or ())]
+        if extra:
+            req = msgspec.structs.replace(req, models=None, fallbacks=None)
+        _resolve(gw, key, req.model)
+        chain = [m for m in gw.router.chain(req.model, extra) if key.allows(m)]
+        plans = _plan(gw, req, chain, rid, created)
         policy = key.policy()
         if policy != UNLIMITED:
-            rec.admission = await _admit(gw, key.id, policy, target, body, ureq, ctx, n, calls)
+            rec.admission = await _admit(gw, key.id, policy, plans, body)
             base_headers.extend((k.encode(), v.encode()) for k, v in rec.admission.headers.items())
         watcher = asyncio.get_running_loop().create_task(_watch_disconnect(receive, task))
-        if ureq.stream:
-            await _relay_stream(gw, target, ureq, ctx, rec, send, base_headers, t0, watcher, calls)
-        else:
-            await _relay_json(gw, target, ureq, ctx, rec, send, base_headers, watcher, calls)
+        await _attempts(gw, req, plans, chain, rec, send, base_headers, t0, watcher)
     except GatewayError as err:
         rec.status = err.status
         rec.error_type = err.code or err.type
@@ -172,42 +146,245 @@ async def handle_chat(gw: Gateway, scope: Scope, receive: Receive, send: Send) -
         _record(gw, rid, rec, t0)
 
 
-UNLIMITED = Policy()
-DEFAULT_MAX_OUTPUT = 32_768  # reserved for a model with no known output ceiling
-IMAGE_TOKENS = 2_000  # a bound on what one image costs in prompt tokens
+# --- planning ----------------------------------------------------------------------------
+
+
+def _translate(gw: Gateway, t: Target, req: ChatRequest, rid: str, created: int) -> Plan:
+    module = t.module
+    r, dropped = apply_profile(
+        req, t.deployment, t.profile, t.public_model, module.UNSUPPORTED, module.MIN_OUTPUT
+    )
+    n = r.n or 1
+    fan_out = n > 1 and not module.NATIVE_N
+    if fan_out:
+        r = msgspec.structs.replace(r, n=None)
+    ctx = Context(
+        response_id=rid,
+        created=created,
+        public_model=t.public_model,  # a fallback answers under its own name
+        include_usage=bool(r.stream_options and r.stream_options.include_usage),
+        dropped=dropped,
+    )
+    ureq = module.build_request(r, t.deployment, t.provider, ctx, t.profile)
+    return Plan(target=t, ctx=ctx, ureq=ureq, calls=n if fan_out else 1, n=n)
+
+
+def _plan(
+    gw: Gateway, req: ChatRequest, chain: list[str], rid: str, created: int
+) -> dict[str, Plan]:
+    """The request translated for every deployment that may serve it. A request the primary
+    model cannot take is the client's error (400); a fallback that cannot take it is skipped."""
+    plans: dict[str, Plan] = {}
+    for model in chain:
+        for t in gw.router.routes.get(model, ()):
+            try:
+                plans[t.name] = _translate(gw, t, req, rid, created)
+            except InvalidRequest:
+                if model == req.model:
+                    raise
+    return plans
 
 
 async def _admit(
-    gw: Gateway,
-    key_id: str,
-    policy: Policy,
-    target: Target,
-    body: bytes,
-    ureq: UpstreamRequest,
-    ctx: Context,
-    n: int,
-    calls: int,
+    gw: Gateway, key_id: str, policy: Policy, plans: dict[str, Plan], body: bytes
 ) -> Admission:
-    """Reserve the request's worst case: an upper bound on its prompt (every byte of the
-    request could be a token; images at a fixed bound) and its whole output allowance."""
-    prompt = len(ureq.body) + IMAGE_TOKENS * (body.count(b'"image_url"') + body.count(b'"file"'))
-    max_out = ctx.max_output or target.profile.max_output_tokens or DEFAULT_MAX_OUTPUT
-    tokens = prompt * calls + max_out * n
-    micros = 0
-    if policy.budget_micros is not None:
-        worst = gw.prices.worst_case_micros(target.deployment.model, prompt * calls, max_out * n)
-        if worst is None:
-            raise PermissionDenied(
-                f"This key has a budget, and model '{target.public_model}' has no price "
-                "configured, so its cost cannot be bounded.",
-                param="model",
-                code="price_unknown",
+    """Reserve the request's worst case over every deployment that may serve it: an upper
+    bound on its prompt (every byte of the request could be a token; images at a fixed
+    bound) and its whole output allowance."""
+    images = IMAGE_TOKENS * (body.count(b'"image_url"') + body.count(b'"file"'))
+    tokens = micros = 0
+    for p in plans.values():
+        prompt = len(p.ureq.body) + images
+        max_out = p.ctx.max_output or p.target.profile.max_output_tokens or DEFAULT_MAX_OUTPUT
+        tokens = max(tokens, prompt * p.calls + max_out * p.n)
+        if policy.budget_micros is not None:
+            worst = gw.prices.worst_case_micros(
+                p.target.deployment.model, prompt * p.calls, max_out * p.n
             )
-        micros = worst
+            if worst is None:
+                raise PermissionDenied(
+                    f"This key has a budget, and model '{p.target.public_model}' has no price "
+                    "configured, so its cost cannot be bounded.",
+                    param="model",
+                    code="price_unknown",
+                )
+            micros = max(micros, worst)
     return await gw.limiter.admit(key_id, policy, tokens, micros)
 
 
-async def _settle(gw: Gateway, rec: _Record) -> None:
+# --- attempts ----------------------------------------------------------------------------
+
+
+async def _attempts(
+    gw: Gateway,
+    req: ChatRequest,
+    plans: dict[str, Plan],
+    chain: list[str],
+    rec: Record,
+    send: Send,
+    headers: list[tuple[bytes, bytes]],
+    t0: float,
+    watcher: asyncio.Task[None],
+) -> None:
+    """Try deployments until one answers: first every untried healthy deployment (priority
+    groups, then fallback models), then, after a jittered backoff that honours retry-after
+    up to a cap, again; within max_attempts and the request's deadline."""
+    retry = gw.cfg.retry
+    router = gw.router
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + retry.deadline
+    attempts = 0
+    tried: set[str] = set()
+    last: GatewayError | None = None
+    round_no = 0
+    while True:
+        progressed = False
+        for model in chain:
+            for t in router.candidates(model, tried if round_no == 0 else set()):
+                plan = plans.get(t.name)
+                if plan is None:
+                    router.release(t)
+                    continue
+                if attempts >= retry.max_attempts or loop.time() >= deadline:
+                    router.release(t)
+                    break
+                attempts += 1
+                progressed = True
+                tried.add(t.name)
+                err = await _one(gw, plan, rec, send, headers, t0, watcher, attempts)
+                if err is None:
+                    return
+                last = err
+                if not retryable(err):
+                    if context_exceeded(err):
+                        extra = router.context_fallbacks(model, chain)
+                        if extra:
+                            chain.extend(extra)
+                            plans.update(
+                                _plan(gw, req, extra, plan.ctx.response_id, plan.ctx.created)
+                            )
+                            continue
+                    raise err
+        if attempts >= retry.max_attempts:
+            break
+        if progressed:
+            wait = _backoff(retry, round_no, last)
+        else:  # everything is cooling or open: wait for the first to come back, if soon
+            soonest = router.soonest(chain)
+            if soonest is None or soonest > retry.retry_after_cap:
+                break
+            wait = max(soonest, 0.05)  # (a half-open probe in flight: look again shortly)
+        if loop.time() + wait >= deadline:
+            break
+        await asyncio.sleep(wait)
+        round_no += 1
+    if last is not None:
+        raise last
+    raise UpstreamError(
+        f"No deployment of '{req.model}' can take requests right now (all cooling down or "
+        "with open circuits); try again shortly.",
+        status=503,
+        code="no_healthy_deployment",
+        headers={"retry-after": "1"},
+    )
+
+
+async def _one(
+    gw: Gateway,
+    plan: Plan,
+    rec: Record,
+    send: Send,
+    headers: list[tuple[bytes, bytes]],
+    t0: float,
+    watcher: asyncio.Task[None],
+    attempt: int,
+) -> GatewayError | None:
+    """One attempt on one deployment; the error if it failed in a way worth reporting to
+    the router (None: answered, or already reported in-band to the client)."""
+    t = plan.target
+    router = gw.router
+    rec.provider = t.provider_name
+    rec.upstream_model = t.deployment.model
+    rec.model = plan.ctx.public_model
+    rec.calls = plan.calls
+    rec.usage = None
+    meta = list(headers)
+    if plan.ctx.dropped:
+        meta.append((b"x-chatgate-dropped-params", ",".join(plan.ctx.dropped).encode()))
+    meta.append((b"x-chatgate-attempts", str(attempt).encode()))
+    if not gw.cfg.hide_provider:
+        meta.append((b"x-chatgate-provider", t.provider_name.encode()))
+    cap = router.capacity_policy(t)
+    slot = None
+    if cap is not None:
+        tokens = len(plan.ureq.body) + (plan.ctx.max_output or 0) * plan.n
+        try:
+            slot = await router.capacity.admit(t.name, cap, tokens, 0)
+        except GatewayError as full:  # this deployment's own ceiling: try another
+            router.release(t)
+            return full
+    router.begin(t)
+    started = _perf()
+    try:
+        if plan.ureq.stream:
+            await stream_attempt(gw, plan, rec, send, meta, t0, watcher)
+            if rec.stream_error is not None:
+                router.failure(t, rec.stream_error)
+            else:
+                router.success(t, rec.ttft)
+            return None
+        out = await json_attempt(gw, plan, rec)
+    except GatewayError as err:
+        router.failure(t, err)
+        return err
+    except BaseException:
+        router.failure(t, None)  # abandoned by the client: no verdict on the deployment
+        raise
+    finally:
+        if slot is not None:
+            await router.capacity.settle(slot, rec.usage.total_tokens if rec.usage else 0, 0)
+    router.success(t, _perf() - started)
+    rec.status = 200
+    if rec.usage is not None:
+        rec.cost = gw.prices.cost_micros(t.deployment.model, rec.usage)
+        if rec.cost is not None:
+            meta.append((b"x-chatgate-cost-usd", usd(rec.cost).encode()))
+    watcher.cancel()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(out)).encode()),
+                *meta,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": out})
+    return None
+
+
+def _backoff(retry: object, round_no: int, last: GatewayError | None) -> float:
+    """Exponential backoff with full jitter; a retry-after within the cap is honoured."""
+    base = getattr(retry, "backoff_base", 0.2)
+    cap = getattr(retry, "backoff_cap", 2.0)
+    wait = random.uniform(0, min(cap, base * 2**round_no))
+    if last is not None:
+        after = last.headers.get("retry-after")
+        try:
+            ra = float(after) if after else 0.0
+        except ValueError:
+            ra = 0.0
+        if 0 < ra <= getattr(retry, "retry_after_cap", 10.0):
+            wait = max(wait, ra)
+    return wait
+
+
+# --- settlement and the usage row ----------------------------------------------------------
+
+
+async def _settle(gw: Gateway, rec: Record) -> None:
     """Price what happened and release the reservation. A stream ended before any output
     is free; a partial one is charged from the upstream's own usage, or else from the
     deltas actually delivered (never from the reservation)."""
@@ -218,21 +395,23 @@ async def _settle(gw: Gateway, rec: _Record) -> None:
         rec.cost = 0
     if rec.stream and rec.error_type is not None and rec.frames <= rec.calls:
         rec.cost = 0  # the stream ended before any output (at most the role chunks)
+    if rec.status >= 400 and not rec.committed:
+        rec.cost = 0  # an error answer: the client got nothing to pay for
+        rec.usage = None
     if rec.admission is not None:
         tokens = usage.total_tokens if usage is not None else 0
         await gw.limiter.settle(rec.admission, tokens, rec.cost or 0)
 
 
-def _auth_header(scope: Scope) -> bytes | None:
+def _header(scope: Scope, name: bytes) -> bytes | None:
     for k, v in scope["headers"]:
-        if k == b"authorization":
+        if k == name:
             return v  # type: ignore[no-any-return]
     return None
 
 
-def _resolve(gw: Gateway, key: KeyRecord, model: str) -> Target:
-    target = gw.router.pick(model)
-    if target is None:
+def _resolve(gw: Gateway, key: KeyRecord, model: str) -> None:
+    if model not in gw.router.routes:
         if model in gw.router.unavailable:
             raise UpstreamError(
                 f"Model '{model}' has no usable deployment: {gw.router.unavailable[model]}.",
@@ -247,7 +426,6 @@ def _resolve(gw: Gateway, key: KeyRecord, model: str) -> Target:
         raise PermissionDenied(
             f"This API key is not allowed to use the model `{model}`.", param="model"
         )
-    return target
 
 
 async def _watch_disconnect(receive: Receive, task: asyncio.Task[None]) -> None:
@@ -258,225 +436,7 @@ async def _watch_disconnect(receive: Receive, task: asyncio.Task[None]) -> None:
             return
 
 
-async def _call_json(
-    gw: Gateway, target: Target, ureq: UpstreamRequest, ctx: Context, rec: _Record
-) -> tuple[bytes, Usage | None]:
-    module = target.module
-    assert module is not None
-    async with gw.upstream.send(ureq, target.provider.timeouts) as call:
-        rec.upstream_request_id = rec.upstream_request_id or _upstream_id(call.headers)
-        body = await call.read()
-    if call.status != 200:
-        raise module.parse_error(call.status, call.headers, body, target.provider.api_key)
-    out: bytes
-    usage: Usage | None
-    out, usage = module.parse_response(body, ctx)
-    return out, usage
-
-
-def _upstream_id(headers: dict[str, str]) -> str | None:
-    return headers.get("x-request-id") or headers.get("request-id")
-
-
-async def _relay_json(
-    gw: Gateway,
-    target: Target,
-    ureq: UpstreamRequest,
-    ctx: Context,
-    rec: _Record,
-    send: Send,
-    headers: list[tuple[bytes, bytes]],
-    watcher: asyncio.Task[None],
-    calls: int,
-) -> None:
-    if calls == 1:
-        out, rec.usage = await _call_json(gw, target, ureq, ctx, rec)
-    else:
-        # A TaskGroup cancels the sibling calls as soon as one fails.
-        try:
-            async with asyncio.TaskGroup() as tg:
-                tasks = [
-                    tg.create_task(_call_json(gw, target, ureq, ctx, rec)) for _ in range(calls)
-                ]
-        except BaseExceptionGroup as group:
-            raise group.exceptions[0] from None
-        out, rec.usage = _merge([t.result() for t in tasks])
-    rec.status = 200
-    if rec.usage is not None:
-        rec.cost = gw.prices.cost_micros(target.deployment.model, rec.usage)
-        if rec.cost is not None:
-            headers = [*headers, (b"x-chatgate-cost-usd", usd(rec.cost).encode())]
-    watcher.cancel()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 200,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(out)).encode()),
-                *headers,
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": out})
-
-
-def _merge(results: list[tuple[bytes, Usage | None]]) -> tuple[bytes, Usage | None]:
-    """n single-choice completions (fan-out) -> one completion with n choices, usage summed."""
-    first = msgspec.json.decode(results[0][0])
-    choices = []
-    total = Usage()
-    for i, (out, usage) in enumerate(results):
-        choice = msgspec.json.decode(out)["choices"][0]
-        choice["index"] = i
-        choices.append(choice)
-        if usage is not None:
-            total = total.plus(usage)
-    first["choices"] = choices
-    first["usage"] = total.to_openai()
-    return msgspec.json.encode(first), total
-
-
-async def _relay_stream(
-    gw: Gateway,
-    target: Target,
-    ureq: UpstreamRequest,
-    ctx: Context,
-    rec: _Record,
-    send: Send,
-    headers: list[tuple[bytes, bytes]],
-    t0: float,
-    watcher: asyncio.Task[None],
-    calls: int,
-) -> None:
-    module = target.module
-    assert module is not None
-    # Open every upstream call first: an error before any byte is a plain HTTP error.
-    async with contextlib.AsyncExitStack() as stack:
-        opened = []
-        for _ in range(calls):
-            call = await stack.enter_async_context(gw.upstream.send(ureq, target.provider.timeouts))
-            rec.upstream_request_id = rec.upstream_request_id or _upstream_id(call.headers)
-            if call.status != 200:
-                body = await call.read()
-                raise module.parse_error(call.status, call.headers, body, target.provider.api_key)
-            opened.append(call)
-        if calls == 1:
-            translators = [module.stream_translator(ctx)]
-        else:  # fan-out: choice i comes from call i; one usage chunk at the end
-            translators = [
-                module.stream_translator(
-                    msgspec.structs.replace(ctx, choice_index=i, usage_chunk=False)
-                )
-                for i in range(calls)
-            ]
-        await send(
-            {"type": "http.response.start", "status": 200, "headers": [*SSE_HEADERS, *headers]}
-        )
-        rec.status = 200
-        try:
-            if calls == 1:
-                await _pump(opened[0], translators[0], send, rec, t0)
-            else:
-                await _pump_many(opened, translators, send, rec, t0)
-        except GatewayError as err:
-            # Headers are gone: report in-band, as OpenAI does, and end without [DONE].
-            rec.usage = _sum_usage(translators, partial=True)
-            if rec.usage is None and rec.frames > calls:
-                # no usage from the upstream: count what was delivered (one token a delta)
-                rec.usage = Usage(
-                    completion_tokens=rec.frames - calls, total_tokens=rec.frames - calls
-                )
-            rec.error_type = err.code or err.type
-            log.warning("%s stream failed: %s", ctx.response_id, err.message)
-            watcher.cancel()
-            await send({"type": "http.response.body", "body": b"data: " + err.body() + b"\n\n"})
-            return
-        rec.usage = _sum_usage(translators)
-        tail = DONE
-        if calls > 1 and ctx.include_usage and rec.usage is not None:
-            chunk = {
-                "id": ctx.response_id,
-                "object": "chat.completion.chunk",
-                "created": ctx.created,
-                "model": ctx.public_model,
-                "choices": [],
-                "usage": rec.usage.to_openai(),
-            }
-            tail = b"data: " + msgspec.json.encode(chunk) + b"\n\n" + DONE
-        watcher.cancel()
-        await send({"type": "http.response.body", "body": tail})
-
-
-async def _pump(call: Call, tr: StreamTranslator, send: Send, rec: _Record, t0: float) -> None:
-    async for data in call.events():
-        out = tr.feed(data)
-        if out:
-            if rec.ttft is None:
-                rec.ttft = _perf() - t0
-            rec.frames += 1
-            await send({"type": "http.response.body", "body": out, "more_body": True})
-        if tr.done:
-            return
-    out = tr.close()  # the body ended: a protocol without a terminator finishes here
-    if out:
-        await send({"type": "http.response.body", "body": out, "more_body": True})
-
-
-async def _pump_many(
-    calls: list[Call], translators: list[StreamTranslator], send: Send, rec: _Record, t0: float
-) -> None:
-    """Interleave n upstream streams into one client stream, as OpenAI does for n > 1."""
-    queue: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue()
-
-    async def reader(call: Call, tr: StreamTranslator) -> None:
-        try:
-            async for data in call.events():
-                out = tr.feed(data)
-                if out:
-                    queue.put_nowait(out)
-                if tr.done:
-                    break
-            else:
-                out = tr.close()
-                if out:
-                    queue.put_nowait(out)
-        except BaseException as exc:  # handed to the writer below
-            queue.put_nowait(exc)
-            return
-        queue.put_nowait(None)
-
-    tasks = [asyncio.create_task(reader(c, t)) for c, t in zip(calls, translators, strict=True)]
-    try:
-        remaining = len(tasks)
-        while remaining:
-            item = await queue.get()
-            if item is None:
-                remaining -= 1
-            elif isinstance(item, BaseException):
-                raise item
-            else:
-                if rec.ttft is None:
-                    rec.ttft = _perf() - t0
-                rec.frames += 1
-                await send({"type": "http.response.body", "body": item, "more_body": True})
-    finally:
-        for t in tasks:
-            t.cancel()
-
-
-def _sum_usage(translators: list[StreamTranslator], partial: bool = False) -> Usage | None:
-    found = (t.partial_usage() if partial else t.usage for t in translators)
-    usages = [u for u in found if u is not None]
-    if not usages:
-        return None
-    total = usages[0]
-    for u in usages[1:]:
-        total = total.plus(u)
-    return total
-
-
-def _record(gw: Gateway, rid: str, rec: _Record, t0: float) -> None:
+def _record(gw: Gateway, rid: str, rec: Record, t0: float) -> None:
     u = rec.usage
     gw.writer.record(
         UsageRow(
