@@ -6,6 +6,7 @@ The only place with process-wide state: one :class:`Gateway` per app, built at s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sys
 from typing import Any
@@ -172,6 +173,10 @@ class App:
                 raise NotFound(f"Unknown request URL: {method} {path}.", code="unknown_url")
         except GatewayError as err:
             await send_error(send, err)
+        except Exception:  # a bug must still answer in the OpenAI error shape
+            log.exception("unhandled error on %s %s", method, path)
+            with contextlib.suppress(Exception):  # unless the answer had already started
+                await send_error(send, GatewayError("The gateway hit an internal error."))
 
     async def _ready(self, gw: Gateway, send: Send) -> None:
         try:

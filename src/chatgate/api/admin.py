@@ -159,6 +159,10 @@ async def handle_admin(gw: Gateway, scope: Scope, receive: Receive, send: Send) 
             gw.auth.evict(key_id)
             return await send_json(send, 200, {"id": key_id, "object": "api_key", "deleted": True})
         raise _method_not_allowed(method, path)
+    if parts == ["deployments"]:
+        if method != "GET":
+            raise _method_not_allowed(method, path)
+        return await send_json(send, 200, {"object": "list", "data": gw.router.snapshot()})
     if parts == ["usage"]:
         if method != "GET":
             raise _method_not_allowed(method, path)

@@ -41,6 +41,7 @@ class Record:
 
     __slots__ = (
         "admission",
+        "attempts",
         "calls",
         "committed",
         "cost",
@@ -77,6 +78,7 @@ class Record:
         self.calls = 1  # upstream calls of the answering attempt (n fan-out)
         self.committed = False  # response headers sent: no more failover
         self.stream_error: GatewayError | None = None
+        self.attempts = 0  # upstream attempts made for this request
 
 
 async def handle_chat(gw: Gateway, scope: Scope, receive: Receive, send: Send) -> None:
@@ -121,6 +123,8 @@ async def handle_chat(gw: Gateway, scope: Scope, receive: Receive, send: Send) -
             log.warning("%s %s: %s (%s)", rid, rec.model, err.code, err.message)
         if watcher is not None:
             watcher.cancel()
+        if rec.attempts:
+            base_headers.append((b"x-chatgate-attempts", str(rec.attempts).encode()))
         await send_error(send, err, base_headers)
     except (asyncio.CancelledError, ClientGone, OSError):
         # The client went away (the watcher cancelled us): record it, answer nothing.
@@ -249,6 +253,7 @@ async def _attempts(
                     router.release(t)
                     break
                 attempts += 1
+                rec.attempts = attempts
                 progressed = True
                 tried.add(t.name)
                 err = await _one(gw, plan, rec, send, headers, t0, watcher, attempts)

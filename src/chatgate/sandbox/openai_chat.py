@@ -289,9 +289,31 @@ def record(request: web.Request, state: SandboxState, body: Any) -> None:
     for name in ("x-api-key", "api-key", "x-goog-api-key"):
         if name in headers:
             headers[name] = "***"
-    state.requests.append(
-        {"path": request.path, "headers": headers, "body": body, "received": time.time()}
-    )
+    entry: dict[str, Any] = {
+        "path": request.path,
+        "headers": headers,
+        "body": body,
+        "received": time.time(),
+    }
+    state.requests.append(entry)
+    # Note when the client (the gateway) drops the connection before the answer is done:
+    # tests check that an abandoned request is cancelled upstream at once.
+    task = asyncio.get_running_loop().create_task(_watch_close(request, request.task, entry))
+    _WATCHERS.add(task)
+    task.add_done_callback(_WATCHERS.discard)
+
+
+_WATCHERS: set[asyncio.Task[None]] = set()
+
+
+async def _watch_close(request: web.Request, handler: Any, entry: dict[str, Any]) -> None:
+    while not handler.done():
+        transport = request.transport
+        if transport is None or transport.is_closing():
+            if not handler.done():
+                entry["disconnected"] = time.time()
+            return
+        await asyncio.sleep(0.01)
 
 
 def _reject_constant(name: str) -> Any:
