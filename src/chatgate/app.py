@@ -14,11 +14,11 @@ from typing import Any
 from . import __version__
 from .api.admin import handle_admin, send_report
 from .api.chat import handle_chat
-from .api.http import Receive, Scope, Send, send_error, send_json
+from .api.http import Receive, Scope, Send, header, send_error, send_json
 from .api.models import handle_models
 from .auth import Authenticator
 from .config import Config
-from .errors import GatewayError, NotFound
+from .errors import GatewayError, MethodNotAllowed, NotFound
 from .limits import Limiter, MemoryLimiter
 from .pricing import PriceTable
 from .router import Router, needs_sandbox
@@ -161,7 +161,7 @@ class App:
             elif path in ("/v1/usage", "/chat/usage"):
                 if method != "GET":
                     raise _method(method, path)
-                key = await gw.auth.authenticate(_authz(scope), _client(scope))
+                key = await gw.auth.authenticate(header(scope, b"authorization"), _client(scope))
                 await send_report(gw, scope, send, key.id)
             elif path == "/health":
                 await send_json(send, 200, {"status": "ok"})
@@ -192,25 +192,13 @@ class App:
         await send_json(send, 200, {"status": "ready", "database": "ok"})
 
 
-def _authz(scope: Scope) -> bytes | None:
-    for k, v in scope["headers"]:
-        if k == b"authorization":
-            return v  # type: ignore[no-any-return]
-    return None
-
-
 def _client(scope: Scope) -> str:
     client = scope.get("client")
     return str(client[0]) if client else ""
 
 
 def _method(method: str, path: str) -> GatewayError:
-    return GatewayError(
-        f"Method {method} is not allowed on {path}.",
-        status=405,
-        type="invalid_request_error",
-        code="method_not_allowed",
-    )
+    return MethodNotAllowed(f"Method {method} is not allowed on {path}.")
 
 
 def print_banner(text: str) -> None:

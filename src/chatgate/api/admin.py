@@ -15,7 +15,14 @@ import msgspec
 from msgspec import Meta
 
 from ..auth import bearer
-from ..errors import AuthenticationError, GatewayError, InvalidRequest, NotFound, PermissionDenied
+from ..errors import (
+    AuthenticationError,
+    GatewayError,
+    InvalidRequest,
+    MethodNotAllowed,
+    NotFound,
+    PermissionDenied,
+)
 from ..store import ReportQuery, key_json
 from ..store.reports import GROUPS
 from .http import (
@@ -101,12 +108,7 @@ def _require_master(gw: Gateway, scope: Scope) -> None:
 
 
 def _method_not_allowed(method: str, path: str) -> GatewayError:
-    return GatewayError(
-        f"Method {method} is not allowed on {path}.",
-        status=405,
-        type="invalid_request_error",
-        code="method_not_allowed",
-    )
+    return MethodNotAllowed(f"Method {method} is not allowed on {path}.")
 
 
 async def handle_admin(gw: Gateway, scope: Scope, receive: Receive, send: Send) -> None:

@@ -20,7 +20,16 @@ from ..providers.base import Context, apply_profile
 from ..router import context_exceeded, retryable
 from ..schema import ChatRequest, Usage, decode_request
 from ..store import KeyRecord, UsageRow
-from .http import ClientGone, Receive, Scope, Send, check_json_content_type, read_body, send_error
+from .http import (
+    ClientGone,
+    Receive,
+    Scope,
+    Send,
+    check_json_content_type,
+    header,
+    read_body,
+    send_error,
+)
 from .relay import Plan, json_attempt, stream_attempt
 
 if TYPE_CHECKING:
@@ -86,7 +95,7 @@ async def handle_chat(gw: Gateway, scope: Scope, receive: Receive, send: Send) -
     created = int(time.time())
     rid = "chatcmpl-" + os.urandom(12).hex()
     rec = Record()
-    client_id = _header(scope, b"x-request-id")
+    client_id = header(scope, b"x-request-id")
     echo = client_id if client_id and _CLIENT_ID.match(client_id) else rid.encode()
     base_headers = [(b"x-request-id", echo)]
     task = asyncio.current_task()
@@ -95,7 +104,7 @@ async def handle_chat(gw: Gateway, scope: Scope, receive: Receive, send: Send) -
     try:
         client = scope.get("client")
         key = await gw.auth.authenticate(
-            _header(scope, b"authorization"), client[0] if client else ""
+            header(scope, b"authorization"), client[0] if client else ""
         )
         rec.key_id = key.id
         rec.owner = key.owner
@@ -406,13 +415,6 @@ async def _settle(gw: Gateway, rec: Record) -> None:
     if rec.admission is not None:
         tokens = usage.total_tokens if usage is not None else 0
         await gw.limiter.settle(rec.admission, tokens, rec.cost or 0)
-
-
-def _header(scope: Scope, name: bytes) -> bytes | None:
-    for k, v in scope["headers"]:
-        if k == name:
-            return v  # type: ignore[no-any-return]
-    return None
 
 
 def _resolve(gw: Gateway, key: KeyRecord, model: str) -> None:

@@ -3,6 +3,7 @@ OpenAI-only parameters, decoding upstream events, and writing OpenAI chunks."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import msgspec
@@ -93,6 +94,29 @@ def tool_call_args(tc: Any, i: int, j: int) -> tuple[str, dict[str, Any]]:
             param=f"messages[{i}].tool_calls[{j}].function.arguments",
         )
     return fn.name, args
+
+
+_KEYLIKE = re.compile(r"\b(?:sk-|sk_|AIza)[-_A-Za-z0-9*.]{6,}")
+
+
+def scrub(message: str, secret: str | None) -> str:
+    """No upstream credential, nor the masked form vendors echo back, leaves the gateway."""
+    if secret:
+        message = message.replace(secret, "***")
+    return _KEYLIKE.sub("***", message)
+
+
+def error_object(body: bytes) -> dict[str, Any]:
+    """The ``error`` object of a vendor error body ({} if there is none)."""
+    try:
+        data = _decode(body)
+    except msgspec.DecodeError:
+        return {}
+    if isinstance(data, list) and data:  # Gemini's streamGenerateContent without alt=sse
+        data = data[0]
+    if isinstance(data, dict) and isinstance(data.get("error"), dict):
+        return data["error"]  # type: ignore[no-any-return]
+    return {}
 
 
 def decode_body(body: bytes) -> Any:

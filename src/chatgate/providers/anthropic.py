@@ -75,7 +75,9 @@ from ._shared import (
     completion,
     decode_body,
     decode_event,
+    error_object,
     function_role,
+    scrub,
     text_of,
     tool_call_args,
 )
@@ -749,17 +751,10 @@ def stream_translator(ctx: Context) -> AnthropicStream:
 def parse_error(
     status: int, headers: dict[str, str], body: bytes, secret: str | None
 ) -> GatewayError:
-    err: dict[str, Any] = {}
-    try:
-        data = _decode(body)
-        if isinstance(data, dict) and isinstance(data.get("error"), dict):
-            err = data["error"]
-    except msgspec.DecodeError:
-        pass
+    err = error_object(body)
     etype = str(err.get("type") or "")
     message = str(err.get("message") or f"Upstream returned HTTP {status}.")
-    if secret:
-        message = message.replace(secret, "***")
+    message = scrub(message, secret)
     retry = {k: v for k, v in headers.items() if k in ("retry-after", "retry-after-ms")}
     limits = {k: v for k, v in headers.items() if k.startswith("anthropic-ratelimit")}
     if status in (401, 403) or etype in ("authentication_error", "permission_error"):

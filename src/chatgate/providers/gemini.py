@@ -76,7 +76,9 @@ from ._shared import (
     completion,
     decode_body,
     decode_event,
+    error_object,
     function_role,
+    scrub,
     text_of,
     tool_call_args,
 )
@@ -526,19 +528,10 @@ def stream_translator(ctx: Context) -> GeminiStream:
 def parse_error(
     status: int, headers: dict[str, str], body: bytes, secret: str | None
 ) -> GatewayError:
-    err: dict[str, Any] = {}
-    try:
-        data = _decode(body)
-        if isinstance(data, list) and data:  # streamGenerateContent without alt=sse
-            data = data[0]
-        if isinstance(data, dict) and isinstance(data.get("error"), dict):
-            err = data["error"]
-    except msgspec.DecodeError:
-        pass
+    err = error_object(body)
     gstatus = str(err.get("status") or "")
     message = str(err.get("message") or f"Upstream returned HTTP {status}.")
-    if secret:
-        message = message.replace(secret, "***")
+    message = scrub(message, secret)
     details = err.get("details") or []
     reasons = {d.get("reason") for d in details if isinstance(d, dict)}
     retry: dict[str, str] = {}

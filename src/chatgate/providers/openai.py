@@ -18,7 +18,6 @@ Response: ``id`` becomes the gateway's request id, ``model`` the name the client
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import msgspec
@@ -33,7 +32,7 @@ from ..errors import (
     UpstreamError,
 )
 from ..schema import AssistantMessage, ChatRequest, JSONObjectFormat, StreamOptions, Usage
-from ._shared import ChunkWriter, require_json_word
+from ._shared import ChunkWriter, error_object, require_json_word, scrub
 from .base import Context, UpstreamRequest
 
 _decode = msgspec.json.decode
@@ -42,7 +41,6 @@ _encode = msgspec.json.encode
 MIN_OUTPUT = 1
 NATIVE_N = True
 UNSUPPORTED: tuple[str, ...] = ()
-_KEYLIKE = re.compile(r"\b(sk|key|AIza)[-_A-Za-z0-9*.]{6,}")
 
 
 def build_request(
@@ -112,7 +110,7 @@ class OpenAIStream(ChunkWriter):
         if "error" in chunk:
             err = chunk["error"] if isinstance(chunk["error"], dict) else {}
             raise StreamInterrupted(
-                _scrub(str(err.get("message") or "The upstream stream failed."), None),
+                scrub(str(err.get("message") or "The upstream stream failed."), None),
                 code=err.get("code") or "upstream_stream_error",
             )
         ctx = self._ctx
@@ -139,25 +137,13 @@ def stream_translator(ctx: Context) -> OpenAIStream:
     return OpenAIStream(ctx)
 
 
-def _scrub(message: str, secret: str | None) -> str:
-    if secret:
-        message = message.replace(secret, "***")
-    return _KEYLIKE.sub("***", message)
-
-
 def parse_error(
     status: int, headers: dict[str, str], body: bytes, secret: str | None
 ) -> GatewayError:
     """Turn an upstream error into the client's error: same status where it means the same
     thing to the client; never the upstream credentials or their masked form."""
-    err: dict[str, Any] = {}
-    try:
-        data = _decode(body)
-        if isinstance(data, dict) and isinstance(data.get("error"), dict):
-            err = data["error"]
-    except msgspec.DecodeError:
-        pass
-    message = _scrub(str(err.get("message") or f"Upstream returned HTTP {status}."), secret)
+    err = error_object(body)
+    message = scrub(str(err.get("message") or f"Upstream returned HTTP {status}."), secret)
     param = err.get("param") if isinstance(err.get("param"), str) else None
     code = err.get("code") if isinstance(err.get("code"), str) else None
     etype = err.get("type") if isinstance(err.get("type"), str) else None
