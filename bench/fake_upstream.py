@@ -1,0 +1,240 @@
+"""A fast fake vendor for benchmarks: OpenAI Chat, Anthropic Messages and Gemini shapes,
+streaming and not, with pre-encoded answers so that it is never the bottleneck.
+
+    python bench/fake_upstream.py PORT
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+
+import httptools
+import uvloop
+
+CHUNKS = 20
+WORDS = [f" word{i}" for i in range(CHUNKS)]
+
+
+def _sse(events: list[bytes]) -> bytes:
+    return b"".join(events)
+
+
+def _openai() -> tuple[bytes, bytes]:
+    usage = {"prompt_tokens": 12, "completion_tokens": CHUNKS, "total_tokens": 12 + CHUNKS}
+    body = json.dumps(
+        {
+            "id": "chatcmpl-bench",
+            "object": "chat.completion",
+            "created": 1,
+            "model": "gpt-5.1",
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": "".join(WORDS), "refusal": None},
+                    "logprobs": None,
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": usage,
+        }
+    ).encode()
+    head = {
+        "id": "chatcmpl-bench",
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": "gpt-5.1",
+    }
+    ev = [
+        json.dumps(
+            {
+                **head,
+                "choices": [
+                    {
+                        "index": 0,
+                        "delta": {"role": "assistant", "content": ""},
+                        "finish_reason": None,
+                    }
+                ],
+                "usage": None,
+            }
+        )
+    ]
+    ev += [
+        json.dumps(
+            {
+                **head,
+                "choices": [{"index": 0, "delta": {"content": w}, "finish_reason": None}],
+                "usage": None,
+            }
+        )
+        for w in WORDS
+    ]
+    ev.append(
+        json.dumps(
+            {**head, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}], "usage": None}
+        )
+    )
+    ev.append(json.dumps({**head, "choices": [], "usage": usage}))
+    stream = _sse([f"data: {e}\n\n".encode() for e in ev] + [b"data: [DONE]\n\n"])
+    return body, stream
+
+
+def _anthropic() -> tuple[bytes, bytes]:
+    usage = {
+        "input_tokens": 12,
+        "output_tokens": CHUNKS,
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": 0,
+    }
+    body = json.dumps(
+        {
+            "id": "msg_bench",
+            "type": "message",
+            "role": "assistant",
+            "model": "claude-sonnet-4-6",
+            "content": [{"type": "text", "text": "".join(WORDS)}],
+            "stop_reason": "end_turn",
+            "stop_sequence": None,
+            "usage": usage,
+        }
+    ).encode()
+    ev = [
+        (
+            "message_start",
+            {
+                "type": "message_start",
+                "message": {
+                    "id": "msg_bench",
+                    "type": "message",
+                    "role": "assistant",
+                    "model": "claude-sonnet-4-6",
+                    "content": [],
+                    "stop_reason": None,
+                    "stop_sequence": None,
+                    "usage": {**usage, "output_tokens": 1},
+                },
+            },
+        ),
+        (
+            "content_block_start",
+            {
+                "type": "content_block_start",
+                "index": 0,
+                "content_block": {"type": "text", "text": ""},
+            },
+        ),
+    ]
+    ev += [
+        (
+            "content_block_delta",
+            {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": w}},
+        )
+        for w in WORDS
+    ]
+    ev += [
+        ("content_block_stop", {"type": "content_block_stop", "index": 0}),
+        (
+            "message_delta",
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                "usage": {"output_tokens": CHUNKS},
+            },
+        ),
+        ("message_stop", {"type": "message_stop"}),
+    ]
+    stream = _sse([f"event: {n}\ndata: {json.dumps(d)}\n\n".encode() for n, d in ev])
+    return body, stream
+
+
+def _gemini() -> tuple[bytes, bytes]:
+    def chunk(text: str, last: bool, n: int) -> dict[str, object]:
+        cand: dict[str, object] = {
+            "content": {"role": "model", "parts": [{"text": text}]},
+            "index": 0,
+        }
+        if last:
+            cand["finishReason"] = "STOP"
+        return {
+            "candidates": [cand],
+            "usageMetadata": {
+                "promptTokenCount": 12,
+                "candidatesTokenCount": n,
+                "totalTokenCount": 12 + n,
+            },
+            "modelVersion": "gemini-2.5-flash",
+            "responseId": "bench",
+        }
+
+    body = json.dumps(chunk("".join(WORDS), True, CHUNKS)).encode()
+    stream = _sse(
+        [
+            f"data: {json.dumps(chunk(w, i == CHUNKS - 1, i + 1))}\r\n\r\n".encode()
+            for i, w in enumerate(WORDS)
+        ]
+    )
+    return body, stream
+
+
+OPENAI, ANTHROPIC, GEMINI = _openai(), _anthropic(), _gemini()
+
+
+class Handler(asyncio.Protocol):
+    def __init__(self) -> None:
+        self.parser = httptools.HttpRequestParser(self)
+        self.url = b""
+        self.body: list[bytes] = []
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError:
+            assert self.transport is not None
+            self.transport.close()
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+
+    def on_body(self, body: bytes) -> None:
+        self.body.append(body)
+
+    def on_message_complete(self) -> None:
+        url, body = self.url, b"".join(self.body)
+        self.url, self.body = b"", []
+        assert self.transport is not None
+        if b"/messages" in url:
+            answer = ANTHROPIC
+            stream = b'"stream":true' in body or b'"stream": true' in body
+        elif b"generateContent" in url or b"GenerateContent" in url:
+            answer = GEMINI
+            stream = b"streamGenerateContent" in url
+        else:
+            answer = OPENAI
+            stream = b'"stream":true' in body or b'"stream": true' in body
+        payload = answer[1] if stream else answer[0]
+        ctype = b"text/event-stream" if stream else b"application/json"
+        self.transport.write(
+            b"HTTP/1.1 200 OK\r\ncontent-type: "
+            + ctype
+            + b"\r\ncontent-length: "
+            + str(len(payload)).encode()
+            + b"\r\n\r\n"
+            + payload
+        )
+
+
+async def main(port: int) -> None:
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(Handler, "127.0.0.1", port, backlog=4096)
+    async with server:
+        await server.serve_forever()
+
+
+if __name__ == "__main__":
+    uvloop.run(main(int(sys.argv[1])))
