@@ -67,6 +67,7 @@ def serve(config_path: str | None, host: str | None, port: int | None) -> None:
             timeout_graceful_shutdown=30,
             server_header=False,
             date_header=False,
+            proxy_headers=cfg.proxy_headers,  # off: no X-Forwarded-* middleware per request
         )
     )
     server.run()

@@ -151,6 +151,8 @@ class Config(_C):
     retry: RetrySettings = field(default_factory=RetrySettings)
     circuit: CircuitSettings = field(default_factory=CircuitSettings)
     hide_provider: bool = False  # no x-chatgate-provider/-deployment headers for clients
+    # behind a load balancer: take the client address from X-Forwarded-For (127.0.0.1 only)
+    proxy_headers: bool = False
     prices: dict[str, Price] = field(default_factory=dict)
     # failed authentications from one address within a minute before answers slow down
     auth_failures_per_minute: int = 20

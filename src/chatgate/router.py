@@ -187,7 +187,13 @@ class Router:
         within a group by the model's strategy. Open circuits, cooling deployments and
         deployments at their own rpm/tpm ceiling are skipped; a circuit whose cooldown is
         over lets exactly one probe through."""
-        targets = [t for t in self.routes.get(model, ()) if t.name not in tried]
+        routes = self.routes.get(model, ())
+        if len(routes) == 1:  # the common case, without sorting or random draws
+            t = routes[0]
+            if t.name not in tried and self._available(t):
+                yield t
+            return
+        targets = [t for t in routes if t.name not in tried]
         strategy = self.policies[model].strategy if model in self.policies else "weighted"
         for priority in sorted({t.deployment.priority for t in targets}):
             group = [t for t in targets if t.deployment.priority == priority]

@@ -43,7 +43,7 @@ class Upstream:
 
 class Call:
     """One upstream call: ``async with upstream.send(...) as call`` gives the status and
-    headers once the first byte arrived; then ``await call.read()`` or ``call.events()``."""
+    headers once the first byte arrived; then ``await call.read()`` or ``call.batches()``."""
 
     def __init__(
         self, session: aiohttp.ClientSession, ureq: UpstreamRequest, timeouts: Timeouts
@@ -109,36 +109,46 @@ class Call:
                 "The upstream connection broke before the response was complete."
             ) from None
 
-    async def events(self) -> AsyncIterator[bytes]:
-        """Yield the data payload of each SSE event (``data:`` lines joined by newlines)."""
+    async def batches(self) -> AsyncIterator[list[bytes]]:
+        """Yield the SSE events of each network read together, as lists of data payloads
+        (``data:`` lines joined by newlines): the relay then answers a read with one write."""
         assert self._resp is not None
         content = self._resp.content
         loop = asyncio.get_running_loop()
         idle, deadline = self._t.idle, self._deadline
+        rest = b""
         data: list[bytes] = []
         while True:
-            # The timeout wraps only the read: the consumer's own awaits between two events
+            # The timeout wraps only the read: the consumer's own awaits between two reads
             # (writing to a slow client) must not count as upstream idleness.
             try:
                 async with asyncio.timeout_at(min(loop.time() + idle, deadline)):
-                    line = await content.readline()
+                    chunk = await content.readany()
             except TimeoutError:
                 raise StreamInterrupted(
                     "The upstream stream stalled.", code="upstream_timeout", status=504
                 ) from None
             except (aiohttp.ClientError, OSError):
                 raise StreamInterrupted("The upstream stream broke off.") from None
-            if not line:
+            if not chunk:
                 break
-            line = line.rstrip(b"\r\n")
-            if not line:
-                if data:
-                    yield data[0] if len(data) == 1 else b"\n".join(data)
-                    data = []
-                continue
-            if line.startswith(b"data:"):
-                v = line[5:]
-                data.append(v[1:] if v.startswith(b" ") else v)
-            # "event:", "id:", "retry:" and ":" comments carry nothing needed here
+            *lines, rest = (rest + chunk).split(b"\n")
+            events: list[bytes] = []
+            for line in lines:
+                if line.endswith(b"\r"):
+                    line = line[:-1]
+                if not line:
+                    if data:
+                        events.append(data[0] if len(data) == 1 else b"\n".join(data))
+                        data = []
+                elif line.startswith(b"data:"):
+                    v = line[5:]
+                    data.append(v[1:] if v.startswith(b" ") else v)
+                # "event:", "id:", "retry:" and ":" comments carry nothing needed here
+            if events:
+                yield events
+        if rest.startswith(b"data:"):
+            v = rest[5:].rstrip(b"\r")
+            data.append(v[1:] if v.startswith(b" ") else v)
         if data:
-            yield b"\n".join(data)
+            yield [b"\n".join(data)]

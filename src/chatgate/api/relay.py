@@ -124,8 +124,9 @@ async def stream_attempt(
                 for i in range(plan.calls)
             ]
         start = {"type": "http.response.start", "status": 200, "headers": [*SSE_HEADERS, *headers]}
+        pending: GatewayError | None = None
         if plan.calls == 1:
-            first = await _first_frame(opened[0], translators[0])  # may raise: fail over
+            first, pending = await _first_frame(opened[0], translators[0])  # may fail over
         else:
             first = b""
         await send(start)
@@ -134,8 +135,10 @@ async def stream_attempt(
         try:
             if first:
                 rec.ttft = _perf() - t0
-                rec.frames += 1
+                rec.frames += first.count(b"data: ")
                 await send({"type": "http.response.body", "body": first, "more_body": True})
+            if pending is not None:
+                raise pending
             if plan.calls == 1:
                 if not translators[0].done:
                     await _pump(opened[0], translators[0], send, rec, t0)
@@ -172,23 +175,41 @@ async def stream_attempt(
         await send({"type": "http.response.body", "body": tail})
 
 
-async def _first_frame(call: Call, tr: StreamTranslator) -> bytes:
+def _feed(tr: StreamTranslator, batch: list[bytes]) -> tuple[bytes, GatewayError | None]:
+    """Translate the events of one upstream read into the frames of one client write, and
+    the error that ended them, if one did (the frames before it still go out first)."""
+    out: list[bytes] = []
+    for data in batch:
+        try:
+            out.append(tr.feed(data))
+        except GatewayError as err:
+            return b"".join(out), err
+        if tr.done:
+            break
+    return b"".join(out), None
+
+
+async def _first_frame(call: Call, tr: StreamTranslator) -> tuple[bytes, GatewayError | None]:
     """Read until the translator has something for the client (nothing is sent yet)."""
-    async for data in call.events():
-        out = tr.feed(data)
+    async for batch in call.batches():
+        out, err = _feed(tr, batch)
+        if err is not None and not out:
+            raise err  # nothing for the client yet: the caller may fail over
         if out or tr.done:
-            return out
-    return tr.close()  # ended before any output: raises StreamInterrupted unless complete
+            return out, err
+    return tr.close(), None  # ended before any output: raises StreamInterrupted
 
 
 async def _pump(call: Call, tr: StreamTranslator, send: Send, rec: Record, t0: float) -> None:
-    async for data in call.events():
-        out = tr.feed(data)
+    async for batch in call.batches():
+        out, err = _feed(tr, batch)
         if out:
             if rec.ttft is None:
                 rec.ttft = _perf() - t0
-            rec.frames += 1
+            rec.frames += out.count(b"data: ")
             await send({"type": "http.response.body", "body": out, "more_body": True})
+        if err is not None:
+            raise err
         if tr.done:
             return
     out = tr.close()  # the body ended: a protocol without a terminator finishes here
@@ -204,10 +225,12 @@ async def _pump_many(
 
     async def reader(call: Call, tr: StreamTranslator) -> None:
         try:
-            async for data in call.events():
-                out = tr.feed(data)
+            async for batch in call.batches():
+                out, err = _feed(tr, batch)
                 if out:
                     queue.put_nowait(out)
+                if err is not None:
+                    raise err
                 if tr.done:
                     break
             else:
@@ -231,7 +254,7 @@ async def _pump_many(
             else:
                 if rec.ttft is None:
                     rec.ttft = _perf() - t0
-                rec.frames += 1
+                rec.frames += item.count(b"data: ")
                 await send({"type": "http.response.body", "body": item, "more_body": True})
     finally:
         for t in tasks:

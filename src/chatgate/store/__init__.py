@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from msgspec import Struct
-from sqlalchemy import Engine, create_engine, event, func, insert, select, text
+from sqlalchemy import Engine, create_engine, event, func, select, text
 
 from .keys import KEY_PREFIX, KeyRecord, KeyStore, hash_key, key_json
 from .reports import Report, ReportQuery
@@ -80,6 +80,11 @@ class Store:
         self.url = url
         self.engine = make_engine(url)
         self.keys = KeyStore(self.engine)
+        style = "?" if url.startswith("sqlite") else "%s"
+        self._insert_sql = (
+            f"INSERT INTO usage ({', '.join(_USAGE_FIELDS)}) "
+            f"VALUES ({', '.join([style] * len(_USAGE_FIELDS))})"
+        )
 
     def migrate(self) -> None:
         """Bring the schema to the newest revision (Alembic, run in-process)."""
@@ -103,11 +108,22 @@ class Store:
     # --- usage -----------------------------------------------------------------------
 
     def insert_usage(self, rows: Iterable[UsageRow]) -> int:
-        values = [{f: getattr(r, f) for f in _USAGE_FIELDS} for r in rows]
+        """One multi-row insert per batch, straight through the DB driver: at thousands of
+        rows a second the ORM-free Core path still cost a tenth of a core."""
+        values = [tuple(getattr(r, f) for f in _USAGE_FIELDS) for r in rows]
         if not values:
             return 0
-        with self.engine.begin() as conn:
-            conn.execute(insert(usage), values)
+        raw = self.engine.raw_connection()
+        try:
+            cur = raw.cursor()
+            cur.executemany(self._insert_sql, values)
+            cur.close()
+            raw.commit()
+        except BaseException:
+            raw.rollback()
+            raise
+        finally:
+            raw.close()
         return len(values)
 
     def count_usage(self) -> int:
