@@ -29,7 +29,10 @@ def free_port() -> int:
 class Server:
     """A `chatgate serve` subprocess with its own config and SQLite database."""
 
-    def __init__(self, workdir: Path, extra: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, workdir: Path, extra: dict[str, Any] | None = None, args: tuple[str, ...] = ()
+    ) -> None:
+        self.args = args
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
@@ -59,7 +62,15 @@ class Server:
             env.pop(k, None)
         self._log = open(self.log_path, "wb")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "chatgate", "serve", "--config", str(self.config_path)],
+            [
+                sys.executable,
+                "-m",
+                "chatgate",
+                "serve",
+                "--config",
+                str(self.config_path),
+                *self.args,
+            ],
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env=env,

@@ -203,3 +203,24 @@ def _method(method: str, path: str) -> GatewayError:
 
 def print_banner(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
+
+
+def worker_app() -> App:
+    """The app of one ``chatgate serve --workers N`` process (uvicorn factory)."""
+    import json
+    import os
+
+    from .config import load
+
+    spec = json.loads(os.environ["CHATGATE_SERVE"])
+    cfg = load(spec["config"] or os.environ.get("CHATGATE_CONFIG") or None)
+    logging.basicConfig(
+        level=cfg.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    return App(
+        cfg,
+        on_ready=lambda gw: print_banner(
+            f"[worker {os.getpid()}] " + gw.banner(spec["host"], spec["port"])
+        ),
+    )

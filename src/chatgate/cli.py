@@ -40,39 +40,55 @@ def main() -> None:
 @click.option("--config", "config_path", metavar="PATH", help=CONFIG_HELP)
 @click.option("--host", help="Override listen.host.")
 @click.option("--port", type=int, help="Override listen.port.")
-def serve(config_path: str | None, host: str | None, port: int | None) -> None:
-    """Run the gateway (uvicorn + uvloop + httptools, one process)."""
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Processes sharing the port (limits are per process until cluster mode's Redis).",
+)
+def serve(config_path: str | None, host: str | None, port: int | None, workers: int) -> None:
+    """Run the gateway (uvicorn + uvloop + httptools)."""
     import uvicorn
-
-    from .app import App, print_banner
 
     cfg = _config(config_path)
     host = host or cfg.listen.host
     port = port if port is not None else cfg.listen.port
+    settings: dict[str, Any] = dict(
+        host=host,
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        access_log=False,
+        log_level="warning" if cfg.log_level != "debug" else "debug",
+        timeout_graceful_shutdown=30,
+        server_header=False,
+        date_header=False,
+        proxy_headers=cfg.proxy_headers,  # off: no X-Forwarded-* middleware per request
+    )
+    if workers > 1:
+        # each worker process builds its own app from the same config (by path)
+        os.environ["CHATGATE_SERVE"] = json.dumps(
+            {"config": config_path, "host": host, "port": port}
+        )
+        uvicorn.run("chatgate.app:worker_app", factory=True, workers=workers, **settings)
+        return
+    from .app import App, print_banner
+
+    _logging(cfg)
+    app = App(cfg, on_ready=lambda gw: print_banner(gw.banner(host, port)))
+    server = uvicorn.Server(uvicorn.Config(app, **settings))
+    server.run()
+    if not server.started:
+        sys.exit(1)
+
+
+def _logging(cfg: Config) -> None:
     logging.basicConfig(
         level=cfg.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    app = App(cfg, on_ready=lambda gw: print_banner(gw.banner(host, port)))
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app,
-            host=host,
-            port=port,
-            loop="uvloop",
-            http="httptools",
-            lifespan="on",
-            access_log=False,
-            log_level="warning" if cfg.log_level != "debug" else "debug",
-            timeout_graceful_shutdown=30,
-            server_header=False,
-            date_header=False,
-            proxy_headers=cfg.proxy_headers,  # off: no X-Forwarded-* middleware per request
-        )
-    )
-    server.run()
-    if not server.started:
-        sys.exit(1)
 
 
 def _open_store(cfg: Config) -> Any:
