@@ -16,8 +16,6 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
-import jwt
-
 from .config import JWTSettings
 from .errors import AuthenticationError
 from .limits import Period
@@ -57,6 +55,9 @@ class JWTVerifier:
     """Verifies bearer JWTs and maps their claims to a key policy."""
 
     def __init__(self, cfg: JWTSettings) -> None:
+        import jwt  # only where JWTs are configured: PyJWT and cryptography are ~9 MB
+
+        self._jwt = jwt
         self._cfg = cfg
         self._keys: dict[str, Any] = {}
         jwks = cfg.jwks
@@ -67,6 +68,7 @@ class JWTVerifier:
             self._keys[jwk.get("kid", "")] = parsed
 
     def verify(self, token: str) -> KeyRecord:
+        jwt = self._jwt
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
