@@ -141,7 +141,7 @@ class Server:
 
 
 class ThreadedSandbox:
-    """The vendor emulator on its own event loop in a background thread (test side)."""
+    """The vendor emulators on their own event loop in a background thread (test side)."""
 
     def __init__(self, api_key: str | None = None) -> None:
         import asyncio
@@ -149,23 +149,89 @@ class ThreadedSandbox:
 
         from chatgate import sandbox
 
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self._thread.start()
-        fut = asyncio.run_coroutine_threadsafe(sandbox.start(api_key=api_key), self._loop)
-        self._sb = fut.result(10)
-        self.base_url: str = self._sb.base_url
-        self.openai_base_url: str = self._sb.openai_base_url
+        self.sandbox = self.run(sandbox.start(api_key=api_key), timeout=10)
+        self.base_url: str = self.sandbox.base_url
+        self.openai_base_url: str = self.sandbox.openai_base_url
+        self.anthropic_base_url: str = self.sandbox.anthropic_base_url
+        self.gemini_base_url: str = self.sandbox.gemini_base_url
+
+    def run(self, coro: Any, timeout: float = 15) -> Any:
+        """Run a coroutine on the sandbox's loop and wait for its result."""
+        import asyncio
+
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    @property
+    def hanging(self) -> int:
+        from chatgate.sandbox.openai_chat import STATE
+
+        return int(self.sandbox.app[STATE].hanging)
 
     def requests(self) -> list[dict[str, Any]]:
         return list(httpx.get(self.base_url + "/_sandbox/requests").json())
 
     def close(self) -> None:
-        import asyncio
-
-        asyncio.run_coroutine_threadsafe(self._sb.close(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
+        self.run(self.sandbox.close(), timeout=10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(5)
+        self.loop.close()
+
+
+class Fetched:
+    """A raw HTTP exchange with the sandbox: status, lower-cased headers, the body as it
+    came, and the error that cut it short (if one did)."""
+
+    def __init__(
+        self, status: int, headers: dict[str, str], body: bytes, error: BaseException | None
+    ) -> None:
+        self.status, self.headers, self.body, self.error = status, headers, body, error
+
+    def json(self) -> Any:
+        import json
+
+        return json.loads(self.body)
+
+
+def fetch(
+    base_url: str,
+    method: str,
+    path: str,
+    body: Any = None,
+    *,
+    data: bytes | None = None,
+    headers: dict[str, str] | None = None,
+    timeout: float = 10,
+) -> tuple[int, dict[str, str], bytes, BaseException | None]:
+    """One request with aiohttp, reading the body piece by piece so that a connection cut
+    mid-body is reported rather than raised."""
+    import asyncio
+    import json
+
+    import aiohttp
+
+    async def go() -> tuple[int, dict[str, str], bytes, BaseException | None]:
+        hdrs = dict(headers or {})
+        payload = data if data is not None else (None if body is None else json.dumps(body))
+        if payload is not None:
+            hdrs.setdefault("Content-Type", "application/json")
+        t = aiohttp.ClientTimeout(total=timeout)
+        async with (
+            aiohttp.ClientSession(timeout=t) as s,
+            s.request(method, base_url + path, data=payload, headers=hdrs) as r,
+        ):
+            got = bytearray()
+            err: BaseException | None = None
+            try:
+                async for piece in r.content.iter_any():
+                    got += piece
+            except aiohttp.ClientError as exc:
+                err = exc
+            return r.status, {k.lower(): v for k, v in r.headers.items()}, bytes(got), err
+
+    return asyncio.run(go())
 
 
 def sandbox_url(server: Server) -> str:

@@ -7,20 +7,18 @@ import base64
 import copy
 import json
 import re
-import threading
 import time
-from collections.abc import Coroutine, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from typing import Any
 
 import aiohttp
 import jsonschema
 import pytest
 
-from chatgate.sandbox import Sandbox, start
+from chatgate.sandbox import start
 from chatgate.sandbox._anthropic_rules import sign_thinking
 from chatgate.sandbox._reply import count_tokens
-from chatgate.sandbox.openai_chat import STATE
+from tests.support import Fetched, ThreadedSandbox, fetch
 
 KEY = "sk-ant-sandbox-test-0123456789abcdef"
 MODELS = (
@@ -75,31 +73,14 @@ PNG = base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"\x00" * 24).decode()
 # ---------------------------------------------------------------------------------------------
 
 
-class Running:
-    def __init__(self, sandbox: Sandbox, loop: asyncio.AbstractEventLoop) -> None:
-        self.sandbox = sandbox
-        self.loop = loop
-        self.base_url = sandbox.anthropic_base_url
-
-    def run(self, coro: Coroutine[Any, Any, Any]) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(15)
-
-    @property
-    def hanging(self) -> int:
-        return self.sandbox.app[STATE].hanging
+Running = ThreadedSandbox
 
 
 @pytest.fixture(scope="module")
 def sb() -> Iterator[Running]:
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    sandbox = asyncio.run_coroutine_threadsafe(start(api_key=KEY), loop).result(10)
-    yield Running(sandbox, loop)
-    asyncio.run_coroutine_threadsafe(sandbox.close(), loop).result(10)
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(5)
-    loop.close()
+    running = ThreadedSandbox(api_key=KEY)
+    yield running
+    running.close()
 
 
 @pytest.fixture(autouse=True)
@@ -108,16 +89,7 @@ def _clean(sb: Running) -> None:
     raw(sb, "DELETE", "/_sandbox/requests", auth=None)
 
 
-@dataclass
-class Raw:
-    status: int
-    headers: dict[str, str]
-    body: bytes
-    error: BaseException | None = None
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
+class Raw(Fetched):
     def frames(self) -> list[bytes]:
         assert self.body.endswith(b"\n\n") or self.error is not None
         return [f for f in self.body.split(b"\n\n") if f]
@@ -147,30 +119,13 @@ def raw(
     version: str | None = "2023-06-01",
     timeout: float = 10,
 ) -> Raw:
-    async def go() -> Raw:
-        hdrs = dict(headers or {})
-        if auth is not None:
-            hdrs["x-api-key"] = auth
-            if version is not None:
-                hdrs["anthropic-version"] = version
-        payload = data if data is not None else (None if body is None else json.dumps(body))
-        if payload is not None:
-            hdrs.setdefault("Content-Type", "application/json")
-        t = aiohttp.ClientTimeout(total=timeout)
-        async with (
-            aiohttp.ClientSession(timeout=t) as s,
-            s.request(method, sb.base_url + path, data=payload, headers=hdrs) as r,
-        ):
-            got = bytearray()
-            err: BaseException | None = None
-            try:
-                async for piece in r.content.iter_any():
-                    got += piece
-            except aiohttp.ClientError as exc:
-                err = exc
-            return Raw(r.status, {k.lower(): v for k, v in r.headers.items()}, bytes(got), err)
-
-    return asyncio.run(go())
+    hdrs = dict(headers or {})
+    if auth is not None:
+        hdrs["x-api-key"] = auth
+        if version is not None:
+            hdrs["anthropic-version"] = version
+    got = fetch(sb.base_url, method, path, body, data=data, headers=hdrs, timeout=timeout)
+    return Raw(*got)
 
 
 def msgs(sb: Running, body: Any, **kw: Any) -> Raw:

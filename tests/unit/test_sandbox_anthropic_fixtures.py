@@ -13,7 +13,6 @@ import asyncio
 import copy
 import json
 import re
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,8 +20,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from chatgate.sandbox import Sandbox, start
 from chatgate.sandbox._anthropic_rules import MODELS
+from tests.support import ThreadedSandbox
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 FIXTURES = SHARED / "protocols" / "fixtures" / "anthropic"
@@ -66,19 +65,13 @@ MAKE_FILE = {
 
 
 @pytest.fixture(scope="module")
-def sandbox() -> Iterator[Sandbox]:
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    sb = asyncio.run_coroutine_threadsafe(start(api_key=KEY), loop).result(10)
-    yield sb
-    asyncio.run_coroutine_threadsafe(sb.close(), loop).result(10)
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(5)
-    loop.close()
+def sandbox() -> Iterator[ThreadedSandbox]:
+    running = ThreadedSandbox(api_key=KEY)
+    yield running
+    running.close()
 
 
-def post(sandbox: Sandbox, body: Any) -> tuple[int, dict[str, str], bytes]:
+def post(sandbox: ThreadedSandbox, body: Any) -> tuple[int, dict[str, str], bytes]:
     async def go() -> tuple[int, dict[str, str], bytes]:
         headers = {"x-api-key": KEY, "anthropic-version": "2023-06-01"}
         async with (
@@ -119,7 +112,7 @@ def emulated(body: dict[str, Any]) -> dict[str, Any]:
     return body
 
 
-def ours(sandbox: Sandbox, body: dict[str, Any]) -> Any:
+def ours(sandbox: ThreadedSandbox, body: dict[str, Any]) -> Any:
     status, headers, data = post(sandbox, body)
     assert status == 200, data
     if body.get("stream"):
@@ -248,7 +241,7 @@ def assert_same_stream(
 
 
 @pytest.mark.parametrize("name", [n for n in REQUESTS if not n.startswith("error_")])
-def test_recorded_requests_are_accepted(sandbox: Sandbox, name: str) -> None:
+def test_recorded_requests_are_accepted(sandbox: ThreadedSandbox, name: str) -> None:
     body = emulated(load(name))
     status, _, data = post(sandbox, body)
     assert status == 200, f"{name}: the emulator rejects a request the real API accepted: {data!r}"
@@ -256,7 +249,7 @@ def test_recorded_requests_are_accepted(sandbox: Sandbox, name: str) -> None:
         assert parse_sse(data)[-1][0] == "message_stop"
 
 
-def test_recorded_error_requests_get_the_recorded_errors(sandbox: Sandbox) -> None:
+def test_recorded_error_requests_get_the_recorded_errors(sandbox: ThreadedSandbox) -> None:
     status, _, data = post(sandbox, load("error_400_invalid_request.request.json"))
     recorded = load("error_400_invalid_request.json")
     assert status == 400
@@ -278,7 +271,7 @@ def test_recorded_error_requests_get_the_recorded_errors(sandbox: Sandbox) -> No
     assert re.fullmatch(r"req_011C[A-Za-z0-9]{20}", mine["request_id"])
 
 
-def test_overloaded_error_matches_the_docs(sandbox: Sandbox) -> None:
+def test_overloaded_error_matches_the_docs(sandbox: ThreadedSandbox) -> None:
     recorded = load("error_529_overloaded.json")
     body = {"model": FALLBACK_MODEL, "max_tokens": 64,
             "messages": [{"role": "user", "content": "[sandbox:error=529] hi"}]}  # fmt: skip
@@ -289,7 +282,7 @@ def test_overloaded_error_matches_the_docs(sandbox: Sandbox) -> None:
     assert set(mine) == set(recorded) | {"request_id"}  # real responses add request_id
 
 
-def test_replaying_recorded_assistant_turns_is_accepted(sandbox: Sandbox) -> None:
+def test_replaying_recorded_assistant_turns_is_accepted(sandbox: ThreadedSandbox) -> None:
     # thinking (with a real signature) + text + tool_use, answered by a tool_result
     request = emulated(load("message_thinking_tool_use.request.json"))
     answer = load("message_thinking_tool_use.json")
@@ -328,7 +321,7 @@ NONSTREAM = [
 
 @pytest.mark.parametrize(("response", "request_name", "extra"), NONSTREAM)
 def test_nonstream_shapes_match_recordings(
-    sandbox: Sandbox, response: str, request_name: str, extra: str
+    sandbox: ThreadedSandbox, response: str, request_name: str, extra: str
 ) -> None:
     body = emulated(load(request_name))
     if extra:  # the sandbox calls a tool only when the user names it
@@ -359,14 +352,14 @@ STREAMS = [
 
 
 @pytest.mark.parametrize(("fixture", "make"), STREAMS, ids=[s[0] for s in STREAMS])
-def test_streams_match_recordings(sandbox: Sandbox, fixture: str, make: Any) -> None:
+def test_streams_match_recordings(sandbox: ThreadedSandbox, fixture: str, make: Any) -> None:
     recorded = recorded_stream(fixture)
     mine = ours(sandbox, make())
     assert_same_stream(mine, recorded)
     assert ("ping", {"type": "ping"}) in mine[:3]
 
 
-def test_max_tokens_inside_tool_input_matches_recording(sandbox: Sandbox) -> None:
+def test_max_tokens_inside_tool_input_matches_recording(sandbox: ThreadedSandbox) -> None:
     recorded = recorded_stream("stream_max_tokens_mid_tool.sse")
     body = _user("Write a tax guide with make_file.", tools=[MAKE_FILE])
     full = ours(sandbox, {**body, "stream": False})["usage"]["output_tokens"]
@@ -376,7 +369,7 @@ def test_max_tokens_inside_tool_input_matches_recording(sandbox: Sandbox) -> Non
                                 "message_stop"]  # fmt: skip
 
 
-def test_stream_error_frame_matches_the_docs(sandbox: Sandbox) -> None:
+def test_stream_error_frame_matches_the_docs(sandbox: ThreadedSandbox) -> None:
     recorded = (FIXTURES / "stream_error_overloaded.sse").read_bytes().strip()
     status, _, data = post(sandbox, _user("[sandbox:stream_error] go"))
     assert status == 200
@@ -384,7 +377,7 @@ def test_stream_error_frame_matches_the_docs(sandbox: Sandbox) -> None:
     assert b"message_stop" not in data
 
 
-def test_headers_match_recording(sandbox: Sandbox) -> None:
+def test_headers_match_recording(sandbox: ThreadedSandbox) -> None:
     recorded = load("headers_ratelimit_example.json")["headers"]
     status, headers, _ = post(sandbox, emulated(load("message_text.request.json")))
     assert status == 200

@@ -10,7 +10,6 @@ import asyncio
 import copy
 import json
 import re
-import threading
 from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
@@ -19,7 +18,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from chatgate.sandbox import Sandbox, start
+from tests.support import ThreadedSandbox
 
 jsonschema = pytest.importorskip("jsonschema")
 referencing = pytest.importorskip("referencing")
@@ -66,20 +65,17 @@ TOOL2 = {
 
 
 @pytest.fixture(scope="module")
-def sandbox() -> Iterator[Sandbox]:
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    sb = asyncio.run_coroutine_threadsafe(start(api_key=KEY), loop).result(10)
-    yield sb
-    asyncio.run_coroutine_threadsafe(sb.close(), loop).result(10)
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(5)
-    loop.close()
+def sandbox() -> Iterator[ThreadedSandbox]:
+    running = ThreadedSandbox(api_key=KEY)
+    yield running
+    running.close()
 
 
 def call(
-    sb: Sandbox, body: dict[str, Any] | None, method: str = "POST", path: str = "/chat/completions"
+    sb: ThreadedSandbox,
+    body: dict[str, Any] | None,
+    method: str = "POST",
+    path: str = "/chat/completions",
 ) -> tuple[int, dict[str, str], bytes]:
     async def go() -> tuple[int, dict[str, str], bytes]:
         hdrs = {"Authorization": f"Bearer {KEY}"}
@@ -189,14 +185,14 @@ NONSTREAM_REQUESTS = [
 
 
 @pytest.mark.parametrize("body", NONSTREAM_REQUESTS)
-def test_nonstream_responses_match_schema(sandbox: Sandbox, body: dict[str, Any]) -> None:
+def test_nonstream_responses_match_schema(sandbox: ThreadedSandbox, body: dict[str, Any]) -> None:
     status, _, data = call(sandbox, body)
     assert status == 200, data
     assert schema_errors("CreateChatCompletionResponse", json.loads(data)) == []
 
 
 @pytest.mark.parametrize("body", NONSTREAM_REQUESTS)
-def test_stream_chunks_match_schema(sandbox: Sandbox, body: dict[str, Any]) -> None:
+def test_stream_chunks_match_schema(sandbox: ThreadedSandbox, body: dict[str, Any]) -> None:
     for opts in ({"include_usage": True}, {"include_obfuscation": False}):
         status, _, data = call(sandbox, {**body, "stream": True, "stream_options": opts})
         assert status == 200, data
@@ -218,7 +214,7 @@ ERROR_REQUESTS = [
 
 
 @pytest.mark.parametrize("body", ERROR_REQUESTS)
-def test_error_bodies_match_schema(sandbox: Sandbox, body: dict[str, Any]) -> None:
+def test_error_bodies_match_schema(sandbox: ThreadedSandbox, body: dict[str, Any]) -> None:
     status, _, data = call(sandbox, body)
     assert status >= 400
     err = json.loads(data)
@@ -226,7 +222,7 @@ def test_error_bodies_match_schema(sandbox: Sandbox, body: dict[str, Any]) -> No
     assert list(err["error"]) == ["message", "type", "param", "code"]
 
 
-def test_models_list_matches_schema(sandbox: Sandbox) -> None:
+def test_models_list_matches_schema(sandbox: ThreadedSandbox) -> None:
     status, _, data = call(sandbox, None, "GET", "/models")
     assert status == 200
     assert schema_errors("ListModelsResponse", json.loads(data)) == []
@@ -246,7 +242,7 @@ def key_tree(value: Any) -> Any:
     return type(value).__name__ if value is not None else None
 
 
-def test_nonstream_text_shape_matches_recording(sandbox: Sandbox) -> None:
+def test_nonstream_text_shape_matches_recording(sandbox: ThreadedSandbox) -> None:
     recorded = fixture_json("chat_text.json")
     request = {**fixture_json("chat_text.request.json"), "model": "gpt-5.3-codex"}
     ours = json.loads(call(sandbox, request)[2])
@@ -265,7 +261,7 @@ def test_nonstream_text_shape_matches_recording(sandbox: Sandbox) -> None:
     assert usage["completion_tokens"] > usage["completion_tokens_details"]["reasoning_tokens"] > 0
 
 
-def test_nonstream_tool_call_shape_matches_recording(sandbox: Sandbox) -> None:
+def test_nonstream_tool_call_shape_matches_recording(sandbox: ThreadedSandbox) -> None:
     recorded = fixture_json("chat_tool_call.json")
     request = fixture_json("chat_tool_call.request.json")
     request.update(model="gpt-5.1", tool_choice="required")
@@ -299,7 +295,7 @@ def _delta_shape(chunk: dict[str, Any]) -> str:
     return json.dumps([key_tree(choice["delta"]), choice["finish_reason"]])
 
 
-def test_gpt5_stream_matches_recording(sandbox: Sandbox) -> None:
+def test_gpt5_stream_matches_recording(sandbox: ThreadedSandbox) -> None:
     recorded = fixture_sse("stream_text.sse")
     request = {**fixture_json("stream_text.request.json"), "model": "gpt-5.1"}
     ours = sse_chunks(call(sandbox, request)[2])
@@ -312,7 +308,7 @@ def test_gpt5_stream_matches_recording(sandbox: Sandbox) -> None:
     assert all(isinstance(c["obfuscation"], str) for c in ours)
 
 
-def test_gpt4o_stream_matches_recording(sandbox: Sandbox) -> None:
+def test_gpt4o_stream_matches_recording(sandbox: ThreadedSandbox) -> None:
     recorded = fixture_sse("stream_text_gpt4o_mini.sse")
     ours = sse_chunks(call(sandbox, user("Count to three", "gpt-4o-mini", stream=True))[2])
     assert {tuple(c) for c in ours} == {tuple(c) for c in recorded}
@@ -322,7 +318,7 @@ def test_gpt4o_stream_matches_recording(sandbox: Sandbox) -> None:
     assert ours[0]["system_fingerprint"].startswith("fp_")
 
 
-def test_include_usage_stream_matches_recording(sandbox: Sandbox) -> None:
+def test_include_usage_stream_matches_recording(sandbox: ThreadedSandbox) -> None:
     recorded = fixture_sse("stream_text_include_usage.sse")
     request = {**fixture_json("stream_text_include_usage.request.json"), "model": "gpt-5.3-codex"}
     ours = sse_chunks(call(sandbox, request)[2])
@@ -338,7 +334,7 @@ def test_include_usage_stream_matches_recording(sandbox: Sandbox) -> None:
     assert all(c["usage"] is None for c in ours[:-1]) and ours[-1]["choices"] == []
 
 
-def test_finish_length_stream_matches_recording(sandbox: Sandbox) -> None:
+def test_finish_length_stream_matches_recording(sandbox: ThreadedSandbox) -> None:
     recorded = fixture_sse("stream_finish_length.sse")
     body = user("json?", max_tokens=1, stream=True, stream_options={"include_usage": True})
     ours = sse_chunks(call(sandbox, body)[2])
@@ -355,7 +351,7 @@ def test_finish_length_stream_matches_recording(sandbox: Sandbox) -> None:
     assert ours[-1]["usage"]["completion_tokens"] == recorded[-1]["usage"]["completion_tokens"]
 
 
-def test_n3_stream_interleaves_like_recording(sandbox: Sandbox) -> None:
+def test_n3_stream_interleaves_like_recording(sandbox: ThreadedSandbox) -> None:
     recorded = fixture_sse("stream_n3.sse")
     ours = sse_chunks(call(sandbox, user("three please", n=3, stream=True))[2])
 
@@ -373,7 +369,7 @@ def test_n3_stream_interleaves_like_recording(sandbox: Sandbox) -> None:
     assert all(c["choices"][0]["finish_reason"] for c in tail)
 
 
-def test_tool_call_streams_match_recordings(sandbox: Sandbox) -> None:
+def test_tool_call_streams_match_recordings(sandbox: ThreadedSandbox) -> None:
     single_rec = fixture_sse("stream_tool_call.sse")
     single = sse_chunks(call(sandbox, user("get_weather in Oslo", tools=[TOOL], stream=True))[2])
     # 2024 recordings predate service_tier/obfuscation: compare choices and deltas.
@@ -410,7 +406,7 @@ def test_tool_call_streams_match_recordings(sandbox: Sandbox) -> None:
     "name",
     ["error_400_empty_messages", "error_400_unsupported_parameter", "error_404_model_not_found"],
 )
-def test_errors_equal_recordings(sandbox: Sandbox, name: str) -> None:
+def test_errors_equal_recordings(sandbox: ThreadedSandbox, name: str) -> None:
     recorded = fixture_json(f"{name}.json")
     request = fixture_json(f"{name}.request.json")
     if request["model"] == "gpt-5-nano":
@@ -431,7 +427,7 @@ def test_errors_equal_recordings(sandbox: Sandbox, name: str) -> None:
         assert len(data) == int(rec_headers["Content-Length"][0])
 
 
-def test_headers_match_recording(sandbox: Sandbox) -> None:
+def test_headers_match_recording(sandbox: ThreadedSandbox) -> None:
     recorded = {
         k.lower(): v[0] for k, v in fixture_json("chat_text.headers.json")["headers"].items()
     }

@@ -2,24 +2,19 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import copy
 import json
 import re
-import threading
 import time
-from collections.abc import Coroutine, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from typing import Any
 
-import aiohttp
 import jsonschema
 import pytest
 
-from chatgate.sandbox import Sandbox, start
 from chatgate.sandbox._reply import count_tokens
-from chatgate.sandbox.openai_chat import STATE
+from tests.support import Fetched, ThreadedSandbox, fetch
 
 KEY = "AIza-sandbox-test-0123456789abcdef"
 MODELS = (
@@ -79,30 +74,13 @@ USAGE_ORDER = ["promptTokenCount", "candidatesTokenCount", "totalTokenCount",
 # ---------------------------------------------------------------------------------------------
 
 
-class Running:
-    def __init__(self, sandbox: Sandbox, loop: asyncio.AbstractEventLoop) -> None:
-        self.sandbox = sandbox
-        self.loop = loop
-        self.base_url = sandbox.gemini_base_url
-
-    def run(self, coro: Coroutine[Any, Any, Any]) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(15)
-
-    @property
-    def hanging(self) -> int:
-        return self.sandbox.app[STATE].hanging
+Running = ThreadedSandbox
 
 
 def _serve(api_key: str | None) -> Iterator[Running]:
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    sandbox = asyncio.run_coroutine_threadsafe(start(api_key=api_key), loop).result(10)
-    yield Running(sandbox, loop)
-    asyncio.run_coroutine_threadsafe(sandbox.close(), loop).result(10)
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(5)
-    loop.close()
+    running = ThreadedSandbox(api_key=api_key)
+    yield running
+    running.close()
 
 
 @pytest.fixture(scope="module")
@@ -116,16 +94,7 @@ def _clean(sb: Running) -> None:
     raw(sb, "DELETE", "/_sandbox/requests", key=None)
 
 
-@dataclass
-class Raw:
-    status: int
-    headers: dict[str, str]
-    body: bytes
-    error: BaseException | None = None
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
+class Raw(Fetched):
     def frames(self) -> list[bytes]:
         """SSE frames: ``data: <json>\\r\\n\\r\\n`` each, nothing else (checked)."""
         if self.error is None:
@@ -150,28 +119,11 @@ def raw(
     key: str | None = KEY,
     timeout: float = 10,
 ) -> Raw:
-    async def go() -> Raw:
-        hdrs = dict(headers or {})
-        if key is not None:
-            hdrs["x-goog-api-key"] = key
-        payload = data if data is not None else (None if body is None else json.dumps(body))
-        if payload is not None:
-            hdrs.setdefault("Content-Type", "application/json")
-        t = aiohttp.ClientTimeout(total=timeout)
-        async with (
-            aiohttp.ClientSession(timeout=t) as s,
-            s.request(method, sb.base_url + path, data=payload, headers=hdrs) as r,
-        ):
-            got = bytearray()
-            err: BaseException | None = None
-            try:
-                async for piece in r.content.iter_any():
-                    got += piece
-            except aiohttp.ClientError as exc:
-                err = exc
-            return Raw(r.status, {k.lower(): v for k, v in r.headers.items()}, bytes(got), err)
-
-    return asyncio.run(go())
+    hdrs = dict(headers or {})
+    if key is not None:
+        hdrs["x-goog-api-key"] = key
+    got = fetch(sb.base_url, method, path, body, data=data, headers=hdrs, timeout=timeout)
+    return Raw(*got)
 
 
 def gen(sb: Running, body: Any, model: str = G25, **kw: Any) -> Raw:

@@ -13,7 +13,6 @@ import asyncio
 import copy
 import json
 import re
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,8 +20,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from chatgate.sandbox import Sandbox, start
 from chatgate.sandbox._gemini_rules import MODELS
+from tests.support import ThreadedSandbox
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 FIXTURES = SHARED / "protocols" / "fixtures" / "gemini"
@@ -46,20 +45,14 @@ REQUESTS = sorted(p.name for p in FIXTURES.glob("*.request.json"))
 
 
 @pytest.fixture(scope="module")
-def sandbox() -> Iterator[Sandbox]:
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    sb = asyncio.run_coroutine_threadsafe(start(api_key=KEY), loop).result(10)
-    yield sb
-    asyncio.run_coroutine_threadsafe(sb.close(), loop).result(10)
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(5)
-    loop.close()
+def sandbox() -> Iterator[ThreadedSandbox]:
+    running = ThreadedSandbox(api_key=KEY)
+    yield running
+    running.close()
 
 
 def post(
-    sb: Sandbox, model: str, body: Any, method: str = "generateContent", key: str = KEY
+    sb: ThreadedSandbox, model: str, body: Any, method: str = "generateContent", key: str = KEY
 ) -> tuple[int, dict[str, str], bytes]:
     async def go() -> tuple[int, dict[str, str], bytes]:
         url = f"{sb.gemini_base_url}/v1beta/models/{model}:{method}"
@@ -72,7 +65,7 @@ def post(
     return asyncio.run(go())
 
 
-def generate(sb: Sandbox, model: str, body: Any) -> dict[str, Any]:
+def generate(sb: ThreadedSandbox, model: str, body: Any) -> dict[str, Any]:
     status, _, data = post(sb, model, body)
     assert status == 200, data
     return json.loads(data)  # type: ignore[no-any-return]
@@ -86,7 +79,7 @@ def sse_frames(data: bytes) -> list[bytes]:
     return frames
 
 
-def stream(sb: Sandbox, model: str, body: Any) -> tuple[list[bytes], list[dict[str, Any]]]:
+def stream(sb: ThreadedSandbox, model: str, body: Any) -> tuple[list[bytes], list[dict[str, Any]]]:
     status, headers, data = post(sb, model, body, "streamGenerateContent?alt=sse")
     assert status == 200, data
     assert headers["content-type"] == "text/event-stream"
@@ -163,7 +156,7 @@ def grammar(chunks: list[dict[str, Any]]) -> list[str]:
 
 
 @pytest.mark.parametrize("name", REQUESTS)
-def test_recorded_requests_are_accepted(sandbox: Sandbox, name: str) -> None:
+def test_recorded_requests_are_accepted(sandbox: ThreadedSandbox, name: str) -> None:
     body = recorded(name)
     model = model_of(name)
     for method in ("generateContent", "streamGenerateContent?alt=sse", "streamGenerateContent"):
@@ -179,7 +172,7 @@ def test_recorded_requests_are_accepted(sandbox: Sandbox, name: str) -> None:
         assert status == 200 or allowed, (other, problem)
 
 
-def test_recorded_signature_is_required_on_gemini3(sandbox: Sandbox) -> None:
+def test_recorded_signature_is_required_on_gemini3(sandbox: ThreadedSandbox) -> None:
     body = recorded("stream_after_function_response.request.json")
     assert generate(sandbox, "gemini-3-pro-preview", body)
     del body["contents"][1]["parts"][0]["thoughtSignature"]
@@ -196,7 +189,7 @@ def test_recorded_signature_is_required_on_gemini3(sandbox: Sandbox) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def test_text_response_shape(sandbox: Sandbox) -> None:
+def test_text_response_shape(sandbox: ThreadedSandbox) -> None:
     rec = recorded("generate_text_thoughts_usage.json")
     got = generate(sandbox, "gemini-2.5-flash", {"contents": [{"parts": [{"text": "Hi"}]}]})
     assert list(got) == list(rec)
@@ -211,7 +204,7 @@ def test_text_response_shape(sandbox: Sandbox) -> None:
     assert re.fullmatch(r"[A-Za-z0-9_-]{20,}", rec["responseId"])
 
 
-def test_thinking_response_shape(sandbox: Sandbox) -> None:
+def test_thinking_response_shape(sandbox: ThreadedSandbox) -> None:
     rec = recorded("generate_thinking.json")
     got = generate(sandbox, "gemini-3-pro-preview", recorded("generate_thinking.request.json"))
     assert part_keys(got) == part_keys(rec) == [{"text", "thought"}, {"text", "thoughtSignature"}]
@@ -220,7 +213,7 @@ def test_thinking_response_shape(sandbox: Sandbox) -> None:
     check_usage(got["usageMetadata"])
 
 
-def test_tool_call_response_shape(sandbox: Sandbox) -> None:
+def test_tool_call_response_shape(sandbox: ThreadedSandbox) -> None:
     rec = recorded("generate_tool_call.json")
     got = generate(sandbox, "gemini-2.5-pro", forced(recorded("generate_tool_call.request.json")))
     for body in (rec, got):
@@ -236,7 +229,7 @@ def test_tool_call_response_shape(sandbox: Sandbox) -> None:
     assert usage_keys(got) == usage_keys(rec)
 
 
-def test_tool_call_without_thinking_shape(sandbox: Sandbox) -> None:
+def test_tool_call_without_thinking_shape(sandbox: ThreadedSandbox) -> None:
     rec = recorded("generate_tool_call_no_thinking.json")
     body = recorded("generate_tool_call_no_thinking.request.json")
     body["generationConfig"] = {"thinkingConfig": {"thinkingBudget": 0}}
@@ -246,7 +239,7 @@ def test_tool_call_without_thinking_shape(sandbox: Sandbox) -> None:
     assert name == rec["candidates"][0]["content"]["parts"][0]["functionCall"]["name"]
 
 
-def test_max_tokens_shape(sandbox: Sandbox) -> None:
+def test_max_tokens_shape(sandbox: ThreadedSandbox) -> None:
     rec = recorded("generate_max_tokens.json")
     got = generate(sandbox, "gemini-2.5-flash", recorded("generate_max_tokens.request.json"))
     for body in (rec, got):
@@ -258,7 +251,7 @@ def test_max_tokens_shape(sandbox: Sandbox) -> None:
     assert usage_keys(got) == usage_keys(rec)
 
 
-def test_max_tokens_thinking_empty_shape(sandbox: Sandbox) -> None:
+def test_max_tokens_thinking_empty_shape(sandbox: ThreadedSandbox) -> None:
     rec = recorded("generate_max_tokens_thinking_empty.json")
     body = recorded("generate_max_tokens_thinking_empty.request.json")
     got = generate(sandbox, "gemini-2.5-pro", body)
@@ -270,7 +263,7 @@ def test_max_tokens_thinking_empty_shape(sandbox: Sandbox) -> None:
     assert "candidatesTokenCount" not in got["usageMetadata"]
 
 
-def test_safety_block_shape(sandbox: Sandbox) -> None:
+def test_safety_block_shape(sandbox: ThreadedSandbox) -> None:
     rec = recorded("generate_safety_block.json")
     body = with_text(recorded("generate_safety_block.request.json"), " [sandbox:safety]")
     got = generate(sandbox, "gemini-2.5-flash", body)
@@ -291,7 +284,7 @@ def test_safety_block_shape(sandbox: Sandbox) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def test_invalid_key_matches_recording(sandbox: Sandbox) -> None:
+def test_invalid_key_matches_recording(sandbox: ThreadedSandbox) -> None:
     rec = recorded("error_400_api_key_invalid.json")  # recorded from the array (non-SSE) stream
     status, _, data = post(sandbox, "gemini-2.5-flash", {"contents": []},
                            "streamGenerateContent", key="AIza-wrong")  # fmt: skip
@@ -303,7 +296,7 @@ def test_invalid_key_matches_recording(sandbox: Sandbox) -> None:
     assert status == 400 and json.loads(data) == rec[0]
 
 
-def test_resource_exhausted_matches_recording(sandbox: Sandbox) -> None:
+def test_resource_exhausted_matches_recording(sandbox: ThreadedSandbox) -> None:
     rec = recorded("error_429_resource_exhausted.json")["error"]
     body = {"contents": [{"parts": [{"text": "[sandbox:error=429] [sandbox:retry_after=26]"}]}]}
     status, headers, data = post(sandbox, "gemini-2.5-flash", body)
@@ -331,7 +324,7 @@ CRLF_STREAMS = sorted(
 
 
 @pytest.mark.parametrize("name", CRLF_STREAMS)
-def test_stream_framing_and_json_style(sandbox: Sandbox, name: str) -> None:
+def test_stream_framing_and_json_style(sandbox: ThreadedSandbox, name: str) -> None:
     data, _ = recorded_stream(name)
     frames, _ = stream(sandbox, "gemini-2.5-flash", {"contents": [{"parts": [{"text": "x"}]}]})
     for frame in [*sse_frames(data), *frames]:
@@ -368,7 +361,7 @@ STREAM_CASES = [
 
 @pytest.mark.parametrize(("rec_name", "req_name", "model", "transform"), STREAM_CASES)
 def test_stream_grammar(
-    sandbox: Sandbox, rec_name: str, req_name: str, model: str, transform: Any
+    sandbox: ThreadedSandbox, rec_name: str, req_name: str, model: str, transform: Any
 ) -> None:
     _, rec = recorded_stream(rec_name)
     body = recorded(req_name)
@@ -391,7 +384,7 @@ def test_stream_grammar(
                                                 "finishMessage"} for c in chunks)  # fmt: skip
 
 
-def test_early_chunks_lack_candidates_tokens(sandbox: Sandbox) -> None:
+def test_early_chunks_lack_candidates_tokens(sandbox: ThreadedSandbox) -> None:
     _, rec = recorded_stream("stream_text.sse")
     assert "candidatesTokenCount" not in rec[0]["usageMetadata"]
     _, got = stream(sandbox, "gemini-2.5-flash", recorded("stream_text.request.json"))
@@ -399,7 +392,7 @@ def test_early_chunks_lack_candidates_tokens(sandbox: Sandbox) -> None:
     assert "candidatesTokenCount" in got[-1]["usageMetadata"]
 
 
-def test_thoughts_count_constant_after_thinking(sandbox: Sandbox) -> None:
+def test_thoughts_count_constant_after_thinking(sandbox: ThreadedSandbox) -> None:
     _, rec = recorded_stream("stream_text_long.sse")
     long_text = "Write a long story " + "about many things " * 30
     _, got = stream(sandbox, "gemini-2.5-flash", {"contents": [{"parts": [{"text": long_text}]}]})

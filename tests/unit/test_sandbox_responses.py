@@ -3,28 +3,23 @@ it, raw HTTP for bytes, headers and error envelopes."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
-import threading
 import time
-from collections.abc import Coroutine, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from typing import Any
 
-import aiohttp
 import jsonschema
 import openai
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from chatgate.sandbox import Sandbox, start
 from chatgate.sandbox._reply import count_tokens
 from chatgate.sandbox._responses_rules import validate
 from chatgate.sandbox._rules import ApiError
-from chatgate.sandbox.openai_chat import STATE
 from chatgate.sandbox.openai_responses import _Ids, make_plan, stream_events
+from tests.support import Fetched, ThreadedSandbox, fetch
 
 KEY = "sk-responses-sandbox-test-0123456789abcdef"
 RESP_ID = re.compile(r"resp_[0-9a-f]{50}")
@@ -77,32 +72,14 @@ DELTAS = {
 # ---------------------------------------------------------------------------------------------
 
 
-class Running:
-    def __init__(self, sandbox: Sandbox, loop: asyncio.AbstractEventLoop) -> None:
-        self.sandbox = sandbox
-        self.loop = loop
-        self.base_url = sandbox.base_url
-        self.openai_base_url = sandbox.openai_base_url
-
-    def run(self, coro: Coroutine[Any, Any, Any]) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(15)
-
-    @property
-    def hanging(self) -> int:
-        return self.sandbox.app[STATE].hanging
+Running = ThreadedSandbox
 
 
 @pytest.fixture(scope="module")
 def sb() -> Iterator[Running]:
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    sandbox = asyncio.run_coroutine_threadsafe(start(api_key=KEY), loop).result(10)
-    yield Running(sandbox, loop)
-    asyncio.run_coroutine_threadsafe(sandbox.close(), loop).result(10)
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(5)
-    loop.close()
+    running = ThreadedSandbox(api_key=KEY)
+    yield running
+    running.close()
 
 
 @pytest.fixture(autouse=True)
@@ -116,16 +93,7 @@ def client(sb: Running) -> openai.OpenAI:
     return openai.OpenAI(base_url=sb.openai_base_url, api_key=KEY, max_retries=0, timeout=10)
 
 
-@dataclass
-class Raw:
-    status: int
-    headers: dict[str, str]
-    body: bytes
-    error: BaseException | None = None
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
+class Raw(Fetched):
     def frames(self) -> list[bytes]:
         assert self.body.endswith(b"\n\n") or self.error is not None
         return [f for f in self.body.split(b"\n\n") if f]
@@ -154,28 +122,11 @@ def raw(
     auth: str | None = KEY,
     timeout: float = 10,
 ) -> Raw:
-    async def go() -> Raw:
-        hdrs = dict(headers or {})
-        if auth is not None:
-            hdrs["Authorization"] = f"Bearer {auth}"
-        payload = data if data is not None else (None if body is None else json.dumps(body))
-        if payload is not None:
-            hdrs.setdefault("Content-Type", "application/json")
-        t = aiohttp.ClientTimeout(total=timeout)
-        async with (
-            aiohttp.ClientSession(timeout=t) as s,
-            s.request(method, sb.base_url + path, data=payload, headers=hdrs) as r,
-        ):
-            got = bytearray()
-            err: BaseException | None = None
-            try:
-                async for piece in r.content.iter_any():
-                    got += piece
-            except aiohttp.ClientError as exc:
-                err = exc
-            return Raw(r.status, {k.lower(): v for k, v in r.headers.items()}, bytes(got), err)
-
-    return asyncio.run(go())
+    hdrs = dict(headers or {})
+    if auth is not None:
+        hdrs["Authorization"] = f"Bearer {auth}"
+    got = fetch(sb.base_url, method, path, body, data=data, headers=hdrs, timeout=timeout)
+    return Raw(*got)
 
 
 def post(sb: Running, body: Any, **kw: Any) -> Raw:

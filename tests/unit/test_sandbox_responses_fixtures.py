@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from chatgate.sandbox import Sandbox, start
+from tests.support import ThreadedSandbox
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "openai_responses"
 KEY = "sk-responses-fixture-test-0000000000"
@@ -36,16 +35,10 @@ DELTAS = {
 
 
 @pytest.fixture(scope="module")
-def sandbox() -> Iterator[Sandbox]:
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    sb = asyncio.run_coroutine_threadsafe(start(api_key=KEY), loop).result(10)
-    yield sb
-    asyncio.run_coroutine_threadsafe(sb.close(), loop).result(10)
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(5)
-    loop.close()
+def sandbox() -> Iterator[ThreadedSandbox]:
+    running = ThreadedSandbox(api_key=KEY)
+    yield running
+    running.close()
 
 
 def load(name: str) -> Any:
@@ -73,7 +66,7 @@ def adapt(request: dict[str, Any]) -> dict[str, Any]:
     return {**request, "model": MODEL_MAP.get(request["model"], request["model"])}
 
 
-def post(sandbox: Sandbox, body: Any) -> tuple[int, bytes]:
+def post(sandbox: ThreadedSandbox, body: Any) -> tuple[int, bytes]:
     async def go() -> tuple[int, bytes]:
         hdrs = {"Authorization": f"Bearer {KEY}"}
         async with (
@@ -85,13 +78,13 @@ def post(sandbox: Sandbox, body: Any) -> tuple[int, bytes]:
     return asyncio.run(go())
 
 
-def emulate(sandbox: Sandbox, request: dict[str, Any]) -> dict[str, Any]:
+def emulate(sandbox: ThreadedSandbox, request: dict[str, Any]) -> dict[str, Any]:
     status, body = post(sandbox, adapt(request))
     assert status == 200, body
     return json.loads(body)  # type: ignore[no-any-return]
 
 
-def emulate_stream(sandbox: Sandbox, request: dict[str, Any]) -> list[dict[str, Any]]:
+def emulate_stream(sandbox: ThreadedSandbox, request: dict[str, Any]) -> list[dict[str, Any]]:
     status, body = post(sandbox, {**adapt(request), "stream": True})
     assert status == 200, body
     return parse_sse(body)
@@ -179,12 +172,12 @@ def same_stream(ours: list[dict[str, Any]], theirs: list[dict[str, Any]]) -> Non
 @pytest.mark.parametrize(
     "name", ["response_text", "response_function_call", "response_reasoning", "response_incomplete"]
 )
-def test_nonstream_fixture(sandbox: Sandbox, name: str) -> None:
+def test_nonstream_fixture(sandbox: ThreadedSandbox, name: str) -> None:
     ours = emulate(sandbox, load(f"{name}.request.json"))
     same_response(ours, load(f"{name}.json"), name)
 
 
-def test_fixture_requests_are_accepted(sandbox: Sandbox) -> None:
+def test_fixture_requests_are_accepted(sandbox: ThreadedSandbox) -> None:
     for path in sorted(FIXTURES.glob("*.request.json")):
         if path.name.startswith("error_"):
             continue
@@ -193,7 +186,7 @@ def test_fixture_requests_are_accepted(sandbox: Sandbox) -> None:
         assert status == 200, (path.name, body)
 
 
-def test_text_stream_fixture(sandbox: Sandbox) -> None:
+def test_text_stream_fixture(sandbox: ThreadedSandbox) -> None:
     theirs = sse("stream_text.sse")
     # the recorded turn answered a function_call_output without a reasoning item: replay that
     # turn with effort none (the emulator adds a reasoning item whenever the model reasons)
@@ -201,7 +194,7 @@ def test_text_stream_fixture(sandbox: Sandbox) -> None:
     same_stream(emulate_stream(sandbox, request), theirs)
 
 
-def test_function_call_stream_fixture(sandbox: Sandbox) -> None:
+def test_function_call_stream_fixture(sandbox: ThreadedSandbox) -> None:
     theirs = sse("stream_function_call.sse")
     request = load("stream_function_call.request.json")
     same_stream(emulate_stream(sandbox, request), theirs)
@@ -224,7 +217,7 @@ def test_stream_fixtures_are_self_consistent() -> None:
                 assert pieces == "".join(s["text"] for s in item["summary"])
 
 
-def test_error_fixture(sandbox: Sandbox) -> None:
+def test_error_fixture(sandbox: ThreadedSandbox) -> None:
     status, body = post(sandbox, load("error_400_missing_tool_name.request.json"))
     assert status == 400
     assert json.loads(body) == load("error_400_missing_tool_name.json")
