@@ -314,3 +314,20 @@ def test_no_request_is_billed_twice_under_a_mixed_fault_run(
     assert sum(attempts) > 1000  # retries happened...
     billed = [r for r in rows.values() if r["cost_micros"]]
     assert len(billed) <= sum(1 for s in seen.values() if s == 200)  # ...but one bill each
+
+
+@pytest.mark.parametrize(
+    "gateway", [{"a": {"priority": 0, "rpm": 3}, "b": {"priority": 1}}], indirect=True
+)
+def test_a_deployment_at_its_own_rpm_ceiling_is_skipped(
+    regions: tuple[ThreadedSandbox, ThreadedSandbox], gateway: tuple[Server, str]
+) -> None:
+    srv, key = gateway
+    c = _client(srv, key)
+    served = [
+        c.chat.completions.with_raw_response.create(model="m", messages=HI).headers[
+            "x-chatgate-provider"
+        ]
+        for _ in range(8)
+    ]
+    assert served == ["a"] * 3 + ["b"] * 5  # a's vendor account allows 3 a minute
