@@ -14,6 +14,7 @@ import httptools
 import uvloop
 
 CHUNKS = 20
+SLOW = 20.0  # seconds a "[slow]" stream takes
 WORDS = [f" word{i}" for i in range(CHUNKS)]
 
 
@@ -219,14 +220,28 @@ class Handler(asyncio.Protocol):
             stream = b'"stream":true' in body or b'"stream": true' in body
         payload = answer[1] if stream else answer[0]
         ctype = b"text/event-stream" if stream else b"application/json"
-        self.transport.write(
+        head = (
             b"HTTP/1.1 200 OK\r\ncontent-type: "
             + ctype
             + b"\r\ncontent-length: "
             + str(len(payload)).encode()
             + b"\r\n\r\n"
-            + payload
         )
+        if stream and b"[slow]" in body:  # memory runs: a stream that lasts SLOW seconds
+            asyncio.get_running_loop().create_task(self._slow(head, payload))
+            return
+        self.transport.write(head + payload)
+
+    async def _slow(self, head: bytes, payload: bytes) -> None:
+        assert self.transport is not None
+        self.transport.write(head)
+        events = [e for e in payload.split(b"\n\n") if e]
+        pause = SLOW / len(events)
+        for ev in events:
+            if self.transport.is_closing():
+                return
+            self.transport.write(ev + b"\n\n")
+            await asyncio.sleep(pause)
 
 
 async def main(port: int) -> None:

@@ -363,7 +363,14 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=5.0, help="length of each cell")
     ap.add_argument("--repeat", type=int, default=3, help="runs per cell; medians reported")
     ap.add_argument("--quick", action="store_true", help="2 s cells, one run, fewer cells")
+    ap.add_argument("--memory", action="store_true", help="idle RSS and 1,000 open streams")
+    ap.add_argument("--soak", type=float, metavar="SECONDS", help="steady load, RSS every 10 s")
+    ap.add_argument("--workers", action="store_true", help="--workers 2 against one worker")
     args = ap.parse_args()
+    if args.memory or args.soak or args.workers:
+        from special import run_special
+
+        return run_special(args)
     seconds, repeat = (2.0, 1) if args.quick else (args.seconds, args.repeat)
     work = Path(tempfile.mkdtemp(prefix="chatgate-bench-"))
     up_port = free_port()
