@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -124,9 +125,10 @@ async def stream_attempt(
                 for i in range(plan.calls)
             ]
         start = {"type": "http.response.start", "status": 200, "headers": [*SSE_HEADERS, *headers]}
-        pending: GatewayError | None = None
+        leftover: list[bytes] = []
+        events = opened[0].batches()  # one reader for the whole stream (it keeps partial lines)
         if plan.calls == 1:
-            first, pending = await _first_frame(opened[0], translators[0])  # may fail over
+            first, leftover = await _first_frame(events, translators[0])  # may fail over
         else:
             first = b""
         await send(start)
@@ -137,11 +139,9 @@ async def stream_attempt(
                 rec.ttft = _perf() - t0
                 rec.frames += first.count(b"data: ")
                 await send({"type": "http.response.body", "body": first, "more_body": True})
-            if pending is not None:
-                raise pending
             if plan.calls == 1:
                 if not translators[0].done:
-                    await _pump(opened[0], translators[0], send, rec, t0)
+                    await _pump(events, translators[0], send, rec, t0, leftover)
             else:
                 await _pump_many(opened, translators, send, rec, t0)
         except GatewayError as err:
@@ -189,25 +189,46 @@ def _feed(tr: StreamTranslator, batch: list[bytes]) -> tuple[bytes, GatewayError
     return b"".join(out), None
 
 
-async def _first_frame(call: Call, tr: StreamTranslator) -> tuple[bytes, GatewayError | None]:
-    """Read until the translator has something for the client (nothing is sent yet)."""
-    async for batch in call.batches():
-        out, err = _feed(tr, batch)
-        if err is not None and not out:
-            raise err  # nothing for the client yet: the caller may fail over
-        if out or tr.done:
-            return out, err
-    return tr.close(), None  # ended before any output: raises StreamInterrupted
+async def _first_frame(
+    events: AsyncIterator[list[bytes]], tr: StreamTranslator
+) -> tuple[bytes, list[bytes]]:
+    """Read until the translator has something for the client (nothing is sent yet).
+    Returns that first output at once — the rest of the read (``leftover``) is translated
+    after it has gone out, so the time to first byte does not wait for a whole batch."""
+    async for batch in events:
+        for i, data in enumerate(batch):
+            out = tr.feed(data)  # an error here: nothing sent yet, the caller may fail over
+            if out or tr.done:
+                return out, batch[i + 1 :]
+    return tr.close(), []  # ended before any output: raises StreamInterrupted
 
 
-async def _pump(call: Call, tr: StreamTranslator, send: Send, rec: Record, t0: float) -> None:
-    async for batch in call.batches():
+async def _pump(
+    events: AsyncIterator[list[bytes]],
+    tr: StreamTranslator,
+    send: Send,
+    rec: Record,
+    t0: float,
+    leftover: list[bytes],
+) -> None:
+    async def send_out(out: bytes) -> None:
+        if rec.ttft is None:
+            rec.ttft = _perf() - t0
+        rec.frames += out.count(b"data: ")
+        await send({"type": "http.response.body", "body": out, "more_body": True})
+
+    if leftover:
+        out, err = _feed(tr, leftover)
+        if out:
+            await send_out(out)
+        if err is not None:
+            raise err
+        if tr.done:
+            return
+    async for batch in events:
         out, err = _feed(tr, batch)
         if out:
-            if rec.ttft is None:
-                rec.ttft = _perf() - t0
-            rec.frames += out.count(b"data: ")
-            await send({"type": "http.response.body", "body": out, "more_body": True})
+            await send_out(out)
         if err is not None:
             raise err
         if tr.done:
