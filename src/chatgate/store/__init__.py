@@ -100,14 +100,19 @@ class Store:
         there is something to do: it would otherwise stay in memory for nothing (~11 MB)."""
         if self.schema_version() == SCHEMA_HEAD:
             return
+        import logging
+
         from alembic import command
         from alembic.config import Config
+
+        logging.getLogger("alembic").setLevel(logging.WARNING)  # one line of ours instead
 
         cfg = Config()
         cfg.set_main_option("script_location", str(Path(__file__).with_name("migrations")))
         with self.engine.begin() as conn:
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")
+        logging.getLogger("chatgate.store").info("database schema upgraded to %s", SCHEMA_HEAD)
 
     def close(self) -> None:
         self.engine.dispose()
