@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
+from ..config import RetrySettings
 from ..errors import GatewayError, InvalidRequest, ModelNotFound, PermissionDenied, UpstreamError
 from ..limits import Admission, Policy
 from ..pricing import usd
@@ -379,19 +380,16 @@ async def _one(
     return None
 
 
-def _backoff(retry: object, round_no: int, last: GatewayError | None) -> float:
+def _backoff(retry: RetrySettings, round_no: int, last: GatewayError | None) -> float:
     """Exponential backoff with full jitter; a retry-after within the cap is honoured."""
-    base = getattr(retry, "backoff_base", 0.2)
-    cap = getattr(retry, "backoff_cap", 2.0)
-    wait = random.uniform(0, min(cap, base * 2**round_no))
+    wait = random.uniform(0, min(retry.backoff_cap, retry.backoff_base * 2**round_no))
     if last is not None:
-        after = last.headers.get("retry-after")
         try:
-            ra = float(after) if after else 0.0
+            after = float(last.headers.get("retry-after") or 0)
         except ValueError:
-            ra = 0.0
-        if 0 < ra <= getattr(retry, "retry_after_cap", 10.0):
-            wait = max(wait, ra)
+            after = 0.0
+        if 0 < after <= retry.retry_after_cap:
+            wait = max(wait, after)
     return wait
 
 
