@@ -126,11 +126,10 @@ async def stream_attempt(
             ]
         start = {"type": "http.response.start", "status": 200, "headers": [*SSE_HEADERS, *headers]}
         leftover: list[bytes] = []
-        events = opened[0].batches()  # one reader for the whole stream (it keeps partial lines)
+        first = b""
         if plan.calls == 1:
+            events = opened[0].batches()  # one reader for the whole stream (partial lines)
             first, leftover = await _first_frame(events, translators[0])  # may fail over
-        else:
-            first = b""
         await send(start)
         rec.status = 200
         rec.committed = True
