@@ -427,6 +427,7 @@ def main() -> None:
             t.start()
             if t.pid:
                 idle[t.name] = rss_mb(t.pid)
+            wrk(t.url, t.key, {"model": "gpt-5.1", **SMALL}, 4, 1)  # warm-up, not recorded
             try:
                 for name, kind, body, conns, only in cells:
                     if "*" not in only and t.name not in only:
