@@ -11,13 +11,9 @@ import jsonschema
 import openai
 import pytest
 
-from tests.support import Server, sandbox_url
+from tests.support import PNG_1PX, Server, sandbox_url
 
 SONNET = "claude-sonnet-4-6"
-PNG_1PX = (
-    "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk"
-    "+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
-)
 WEATHER = {
     "type": "function",
     "function": {

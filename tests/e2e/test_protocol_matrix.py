@@ -10,13 +10,9 @@ import jsonschema
 import openai
 import pytest
 
-from tests.support import Server
+from tests.support import PNG_1PX, Server
 
 MODELS = ["claude-sonnet-4-6", "gemini-3-pro", "gemini-2.5-flash", "gpt-5.3-codex"]
-PNG_1PX = (
-    "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk"
-    "+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
-)
 WEATHER = {
     "type": "function",
     "function": {

@@ -210,24 +210,19 @@ async def _pump(
     t0: float,
     leftover: list[bytes],
 ) -> None:
-    async def send_out(out: bytes) -> None:
-        if rec.ttft is None:
-            rec.ttft = _perf() - t0
-        rec.frames += out.count(b"data: ")
-        await send({"type": "http.response.body", "body": out, "more_body": True})
+    async def batches() -> AsyncIterator[list[bytes]]:
+        if leftover:  # the rest of the read that carried the first chunk
+            yield leftover
+        async for batch in events:
+            yield batch
 
-    if leftover:
-        out, err = _feed(tr, leftover)
-        if out:
-            await send_out(out)
-        if err is not None:
-            raise err
-        if tr.done:
-            return
-    async for batch in events:
+    async for batch in batches():
         out, err = _feed(tr, batch)
         if out:
-            await send_out(out)
+            if rec.ttft is None:
+                rec.ttft = _perf() - t0
+            rec.frames += out.count(b"data: ")
+            await send({"type": "http.response.body", "body": out, "more_body": True})
         if err is not None:
             raise err
         if tr.done:
