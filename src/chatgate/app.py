@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import logging
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import __version__
 from .api.admin import handle_admin, send_report
@@ -25,6 +25,9 @@ from .router import Router, needs_sandbox
 from .store import Store
 from .store.writer import UsageWriter
 from .upstream import Upstream
+
+if TYPE_CHECKING:
+    from .cluster import Cluster
 
 log = logging.getLogger("chatgate")
 
@@ -47,33 +50,51 @@ class Gateway:
         )
         self.prices = PriceTable(cfg.prices)
         self.limiter: Limiter = MemoryLimiter(self.store.spent_since)
-        self.writer = UsageWriter(self.store, cfg.usage.flush_interval, cfg.usage.batch_size)
+        self.cluster: Cluster | None = None
+        if cfg.redis_url:  # cluster mode: limits, circuit states and key changes shared
+            from .cluster import Cluster
+
+            self.cluster = Cluster(cfg, self.store.spent_since)
+            self.limiter = self.cluster.limiter
+        self.writer = UsageWriter(
+            self.store,
+            cfg.usage.flush_interval,
+            cfg.usage.batch_size,
+            max_pending=cfg.usage.max_pending,
+            spool_dir=cfg.usage.spool_dir,
+            spool_max_mb=cfg.usage.spool_max_mb,
+        )
         self.upstream = Upstream()
         # rebuilt in start() once the sandbox (if any) has its port
         self.router = Router(cfg, "http://127.0.0.1:1")
         self.sandbox: Any = None
 
     async def start(self) -> None:
-        await asyncio.to_thread(self.store.migrate)
+        await self.store.migrate(auto=self.cfg.auto_migrate)
         if needs_sandbox(self.cfg):
             from . import sandbox
 
             self.sandbox = await sandbox.start("127.0.0.1", 0)
         self.router = Router(self.cfg, self.sandbox.base_url if self.sandbox else None)
+        if self.cluster is not None:
+            await self.cluster.start(self.auth, self.router)
         await self.upstream.start()
         self.writer.start()
 
     async def stop(self) -> None:
         await self.writer.close()
         log.info(
-            "chatgate stopped: %d usage rows written, %d unwritten",
+            "chatgate stopped: %d usage rows written, %d spooled to disk, %d unwritten",
             self.writer.written,
+            self.writer.spooled,
             self.writer.pending,
         )
+        if self.cluster is not None:
+            await self.cluster.stop()
         await self.upstream.close()
         if self.sandbox is not None:
             await self.sandbox.close()
-        await asyncio.to_thread(self.store.close)
+        await self.store.close()
 
     def banner(self, host: str, port: int) -> str:
         lines = [f"Chatgate {__version__} listening on http://{host}:{port}"]
@@ -179,17 +200,32 @@ class App:
                 await send_error(send, GatewayError("The gateway hit an internal error."))
 
     async def _ready(self, gw: Gateway, send: Send) -> None:
+        database = "ok"
         try:
-            await asyncio.wait_for(asyncio.to_thread(gw.store.ping), 5)
+            await asyncio.wait_for(gw.store.ping(), 5)
         except Exception as exc:
-            log.warning("readiness check failed: %s", type(exc).__name__)
-            await send_json(
-                send,
-                503,
-                {"status": "unavailable", "database": "unreachable"},
-            )
-            return
-        await send_json(send, 200, {"status": "ready", "database": "ok"})
+            # Every replica shares the database: were they all to leave the load balancer
+            # when it fails, nothing would serve. Usage goes to the spool meanwhile, so a
+            # replica stays ready while its spool has room.
+            log.warning("readiness check: database unreachable (%s)", type(exc).__name__)
+            database = "unreachable"
+            if not gw.writer.can_spool():
+                await send_json(
+                    send,
+                    503,
+                    {"status": "unavailable", "database": database, "usage": "spool full"},
+                )
+                return
+        body = {"status": "ready", "database": database}
+        if database != "ok":
+            body["usage"] = "spooling"
+        if gw.cluster is not None:
+            # Redis is shared too: while it is down every replica serves under the failure
+            # policy ("closed" refuses only keys with limits), so it stays ready and says so
+            body["redis"] = "ok" if await gw.cluster.ready() else "down"
+            if body["redis"] == "down":
+                body["redis_on_failure"] = self.cfg.redis_on_failure
+        await send_json(send, 200, body)
 
 
 def _client(scope: Scope) -> str:

@@ -2,7 +2,9 @@
 
 Keys are looked up by hash and cached for ``key_cache_seconds``; a change through this
 process's admin API evicts at once, one made by another process (the CLI) is seen within
-the TTL. JWTs are verified locally (HS256 secret or a JWKS for RS256/ES256): no database hit.
+the TTL — or at once in cluster mode, where every change is announced to all replicas
+(``on_change``) and each evicts the key when told. JWTs are verified locally (HS256 secret
+or a JWKS for RS256/ES256): no database hit.
 Failed authentications from one address are slowed down once they pass a threshold.
 """
 
@@ -13,11 +15,12 @@ import hmac
 import json
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from .config import JWTSettings
-from .errors import AuthenticationError
+from .errors import AuthenticationError, GatewayError
 from .limits import Period
 from .store import KeyRecord, Store, hash_key
 
@@ -142,6 +145,9 @@ class Authenticator:
         self._jwt = JWTVerifier(jwt_settings) if jwt_settings else None
         self._failures: dict[str, deque[float]] = {}
         self._failures_allowed = failures_per_minute
+        # cluster mode: tell the other replicas that a key changed (they evict it)
+        self.on_change: Callable[[str], Awaitable[None]] | None = None
+        self._generation = 0  # bumped by each eviction
 
     def is_master(self, token: str) -> bool:
         return self._master is not None and hmac.compare_digest(token.encode(), self._master)
@@ -165,11 +171,24 @@ class Authenticator:
         if hit is not None and hit[1] > now:
             rec = hit[0]
         else:
-            found = await asyncio.to_thread(self._store.keys.find, h)
+            generation = self._generation
+            try:
+                found = await self._store.keys.find(h)
+            except Exception:
+                # the database does not answer: a key seen before keeps its last answer
+                # (evicted on change, so never a revoked one); an unseen one cannot be checked
+                if hit is None:
+                    raise GatewayError(
+                        "The API key store is unavailable; try again shortly.",
+                        status=503,
+                        code="key_store_unavailable",
+                    ) from None
+                found = hit[0] if hit[0] is not _MISSING else None
             rec = found if found is not None else _MISSING
             if len(self._cache) > 100_000:
                 self._cache.clear()
-            self._cache[h] = (rec, now + self._ttl)
+            if generation == self._generation:  # no eviction while we looked: still current
+                self._cache[h] = (rec, now + self._ttl)
         if rec is _MISSING:
             raise _bad_key()
         why = rec.usable(time.time())
@@ -194,6 +213,17 @@ class Authenticator:
             await asyncio.sleep(min(2.0, 0.05 * excess))
 
     def evict(self, key_id: str) -> None:
+        self._generation += 1
         for h, (rec, _) in list(self._cache.items()):
             if rec.id == key_id:
                 del self._cache[h]
+
+    async def changed(self, key_id: str) -> None:
+        """A key was updated, rotated or revoked here: forget it, on every replica."""
+        self.evict(key_id)
+        if self.on_change is not None:
+            await self.on_change(key_id)
+
+    def clear(self) -> None:
+        self._generation += 1
+        self._cache.clear()

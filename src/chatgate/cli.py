@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
 import sys
 import time
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import click
+from sqlalchemy.exc import SQLAlchemyError
 
 from . import __version__
 from .config import Config, ConfigError, load
 
 CONFIG_HELP = "YAML config file (default: $CHATGATE_CONFIG, else built-in defaults)."
+T = TypeVar("T")
 
 
 def _config(path: str | None) -> Config:
@@ -91,12 +95,62 @@ def _logging(cfg: Config) -> None:
     )
 
 
-def _open_store(cfg: Config) -> Any:
-    from .store import Store
+def _open_store(cfg: Config, work: Callable[[Any], Awaitable[T]], migrate: bool = True) -> T:
+    """Run ``work(store)`` on the configured database, in one event loop: the schema is
+    upgraded first (or, with ``auto_migrate: false``, checked), and the store closed after.
+    A database that cannot be used is one line on stderr, never a traceback."""
+    from .store import Store, StoreError, describe_error
 
-    store = Store(cfg.database_url)
-    store.migrate()
-    return store
+    async def go() -> T:
+        store = Store(cfg.database_url)
+        try:
+            if migrate:
+                await store.migrate(auto=cfg.auto_migrate)
+            return await work(store)
+        finally:
+            await store.close()
+
+    try:
+        return asyncio.run(go())
+    except StoreError as exc:
+        click.echo(f"chatgate: {exc}", err=True)
+        sys.exit(2)
+    except (OSError, SQLAlchemyError) as exc:
+        click.echo(f"chatgate: the database is unavailable: {describe_error(exc)}", err=True)
+        sys.exit(1)
+
+
+@main.group()
+def db() -> None:
+    """The database schema: upgrade it to this version's, or show where it is."""
+
+
+@db.command("upgrade")
+@click.option("--config", "config_path", metavar="PATH", help=CONFIG_HELP)
+def db_upgrade(config_path: str | None) -> None:
+    """Migrate the database to the newest schema (what auto_migrate does on start)."""
+    from .store import SCHEMA_HEAD
+
+    before = _open_store(
+        _config(config_path), lambda store: store.migrate(auto=True), migrate=False
+    )
+    if before == SCHEMA_HEAD:
+        click.echo(f"database schema is current (revision {SCHEMA_HEAD})")
+    else:
+        click.echo(f"database schema upgraded from {before or 'empty'} to {SCHEMA_HEAD}")
+
+
+@db.command("current")
+@click.option("--config", "config_path", metavar="PATH", help=CONFIG_HELP)
+def db_current(config_path: str | None) -> None:
+    """Show the database's schema revision and whether it is this version's."""
+    from .store import SCHEMA_HEAD
+
+    version = _open_store(_config(config_path), lambda store: store.schema_version(), migrate=False)
+    if version == SCHEMA_HEAD:
+        click.echo(f"{version} (head)")
+    else:
+        click.echo(f"{version or 'none'} (head is {SCHEMA_HEAD}: run `chatgate db upgrade`)")
 
 
 @main.group()
@@ -162,8 +216,8 @@ def _describe(rec: Any) -> str:
 def keys_create(name: str, config_path: str | None, **opts: Any) -> None:
     """Create a key and print it once: it cannot be shown again."""
     cfg = _config(config_path)
-    store = _open_store(cfg)
-    key, rec = store.keys.create(name, **_policy_values(cfg, opts))
+    values = _policy_values(cfg, opts)
+    key, rec = _open_store(cfg, lambda store: store.keys.create(name, **values))
     click.echo(key)
     click.echo(
         f"created {rec.id} '{rec.name}' ({_describe(rec)}); store the key now: "
@@ -187,11 +241,26 @@ def keys_update(
         values["name"] = name
     if enabled is not None:
         values["enabled"] = enabled
-    rec = _open_store(cfg).keys.update(key_id, values)
+    rec = _open_store(cfg, lambda store: store.keys.update(key_id, values))
     if rec is None:
         click.echo(f"no active key with id {key_id}", err=True)
         sys.exit(1)
+    _announce(cfg, key_id)
     click.echo(f"updated {rec.id} '{rec.name}' ({_describe(rec)})")
+
+
+def _announce(cfg: Config, key_id: str) -> None:
+    """Cluster mode: tell the running replicas, which drop the key from their caches at
+    once (without Redis they see the change within key_cache_seconds)."""
+    if cfg.redis_url:
+        from .cluster.bus import publish_sync
+
+        if not publish_sync(cfg.redis_url, cfg.redis_prefix, "key", id=key_id):
+            click.echo(
+                "warning: Redis did not answer: running gateways see this change within "
+                f"key_cache_seconds ({cfg.key_cache_seconds:g} s)",
+                err=True,
+            )
 
 
 @keys.command("rotate")
@@ -199,10 +268,12 @@ def keys_update(
 @click.option("--config", "config_path", metavar="PATH", help=CONFIG_HELP)
 def keys_rotate(key_id: str, config_path: str | None) -> None:
     """Give a key a new secret (same id, policy and spend); the old secret stops working."""
-    rotated = _open_store(_config(config_path)).keys.rotate(key_id)
+    cfg = _config(config_path)
+    rotated = _open_store(cfg, lambda store: store.keys.rotate(key_id))
     if rotated is None:
         click.echo(f"no active key with id {key_id}", err=True)
         sys.exit(1)
+    _announce(cfg, key_id)
     click.echo(rotated[0])
     click.echo(f"rotated {key_id}; store the new key now: it is not shown again", err=True)
 
@@ -212,7 +283,9 @@ def keys_rotate(key_id: str, config_path: str | None) -> None:
 @click.option("--config", "config_path", metavar="PATH", help=CONFIG_HELP)
 def keys_list(show_all: bool, config_path: str | None) -> None:
     """List keys with their policy (never the key itself)."""
-    rows = _open_store(_config(config_path)).keys.list(include_revoked=show_all)
+    rows = _open_store(
+        _config(config_path), lambda store: store.keys.list(include_revoked=show_all)
+    )
     table = [
         [
             r.id,
@@ -237,9 +310,11 @@ def keys_list(show_all: bool, config_path: str | None) -> None:
 @click.option("--config", "config_path", metavar="PATH", help=CONFIG_HELP)
 def keys_revoke(key_id: str, config_path: str | None) -> None:
     """Revoke a key by id (a running gateway refuses it within key_cache_seconds)."""
-    if not _open_store(_config(config_path)).keys.revoke(key_id):
+    cfg = _config(config_path)
+    if not _open_store(cfg, lambda store: store.keys.revoke(key_id)):
         click.echo(f"no active key with id {key_id}", err=True)
         sys.exit(1)
+    _announce(cfg, key_id)
     click.echo(f"revoked {key_id}")
 
 
@@ -291,7 +366,7 @@ def usage(
         until=now - _duration(until) if until else None,
         group_by=groups,  # type: ignore[arg-type]
     )
-    report = _open_store(_config(config_path)).report(query)
+    report = _open_store(_config(config_path), lambda store: store.report(query))
     if fmt == "json":
         click.echo(json.dumps(report.rows, indent=2))
     elif fmt == "csv":

@@ -131,11 +131,18 @@ class JWTSettings(_C):
 class UsageSettings(_C):
     flush_interval: float = 0.2  # seconds between batched writes
     batch_size: int = 500
+    # rows held in memory; beyond that (or while the database fails) they go to the spool
+    max_pending: int = 100_000
+    spool_dir: str | None = None  # default: ./chatgate-spool (relative to the working dir)
+    spool_max_mb: float = 512
 
 
 class Config(_C):
     listen: Listen = field(default_factory=Listen)
     database_url: str = "sqlite:///./chatgate.db"
+    # run the schema migrations on start (false: refuse to start on an old schema, naming
+    # `chatgate db upgrade`)
+    auto_migrate: bool = True
     master_key: str | None = None
     providers: dict[str, Provider] = field(default_factory=dict)
     models: dict[str, list[Deployment]] = field(default_factory=dict)
@@ -156,6 +163,19 @@ class Config(_C):
     prices: dict[str, Price] = field(default_factory=dict)
     # failed authentications from one address within a minute before answers slow down
     auth_failures_per_minute: int = 20
+    # cluster mode: rate limits, budgets, circuit state and key invalidation shared by every
+    # replica through Redis (None: each process keeps its own)
+    redis_url: str | None = None
+    redis_prefix: str = "chatgate:"  # every Redis key and channel starts with it
+    # Redis unreachable: "open" keeps serving with this replica's own limits; "closed" answers
+    # 503 to requests whose key has a limit or budget
+    redis_on_failure: Literal["open", "closed"] = "open"
+    # a concurrency slot or budget reservation of a replica that died is freed after this long;
+    # it must outlast the longest request (which is not refreshed)
+    redis_lease_seconds: float = 960.0
+    # SIGTERM/SIGINT: requests and streams in flight get this long to finish
+    shutdown_grace_seconds: float = 30.0
+    keep_alive_seconds: float = 5.0  # an idle client connection is closed after this long
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
 
@@ -332,8 +352,27 @@ def _check(cfg: Config, source: str) -> None:
             f"{source}: database_url: expected sqlite:///PATH or postgresql://..., "
             f"got {cfg.database_url.split(':', 1)[0]}:..."
         )
+    if cfg.redis_url is not None and not cfg.redis_url.startswith(
+        ("redis://", "rediss://", "unix://")
+    ):
+        raise ConfigError(
+            f"{source}: redis_url: expected redis://HOST:PORT/DB, rediss://... or unix://PATH, "
+            f"got {cfg.redis_url.split(':', 1)[0]}:..."
+        )
+    if not cfg.redis_prefix:
+        raise ConfigError(f"{source}: redis_prefix: must not be empty")
+    if cfg.redis_lease_seconds < 60:
+        raise ConfigError(
+            f"{source}: redis_lease_seconds: must be at least 60 (longer than any request), "
+            f"got {cfg.redis_lease_seconds:g}"
+        )
     if cfg.max_body_bytes < 1024:
         raise ConfigError(f"{source}: max_body_bytes: must be at least 1024")
+    for key in ("batch_size", "max_pending"):
+        if getattr(cfg.usage, key) < 1:
+            raise ConfigError(f"{source}: usage.{key}: must be at least 1")
+    if cfg.usage.spool_max_mb <= 0:
+        raise ConfigError(f"{source}: usage.spool_max_mb: must be more than 0")
     for name, prov in cfg.providers.items():
         if not prov.base_url.startswith(("http://", "https://")):
             raise ConfigError(

@@ -1,7 +1,8 @@
 """Admission and settlement: rate (rpm), tokens (tpm), concurrency and budget, per key.
 
 One interface (:class:`Limiter`), two backends: :class:`MemoryLimiter` here (one process) and
-a Redis backend for clusters. A request is *admitted* before it goes upstream — its worst-case
+:class:`chatgate.cluster.RedisLimiter` (replicas sharing Redis); both answer with the errors
+and headers built here. A request is *admitted* before it goes upstream — its worst-case
 cost is reserved against the key's budget — and *settled* when it ends, replacing the
 reservation with the real cost. Because reservations count as spent until settled, concurrent
 requests can never spend past the budget together.
@@ -12,9 +13,10 @@ Amounts are integer micro-USD; time comes from an injectable clock (tests move i
 from __future__ import annotations
 
 import calendar
+import inspect
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Literal, Protocol
 
 from msgspec import Struct
@@ -44,6 +46,8 @@ class Admission(Struct):
     period_start: float
     headers: dict[str, str]
     settled: bool = False
+    lease: str = ""  # Redis backend: this request's id in the key's windows and leases
+    local: bool = False  # Redis backend: admitted by the local fallback while Redis was down
 
 
 class BudgetExceeded(RateLimited):
@@ -88,6 +92,84 @@ class Limiter(Protocol):
 
 
 SpentLoader = Callable[[str, float], int]  # (key id, period start) -> micro-USD spent
+AsyncSpentLoader = Callable[[str, float], Awaitable[int]]
+
+
+# --- what both backends answer with --------------------------------------------------------
+
+
+def _retry_after(wait: float) -> dict[str, str]:
+    return {"retry-after": str(max(1, int(wait + 0.999)))}
+
+
+def rpm_exceeded(policy: Policy, wait: float) -> RateLimited:
+    return RateLimited(
+        f"Rate limit reached: {policy.rpm} requests per minute for this key.",
+        code="rate_limit_exceeded",
+        type="requests",
+        headers=_retry_after(wait),
+    )
+
+
+def tokens_never_fit(policy: Policy, tokens: int) -> RateLimited:
+    return RateLimited(
+        f"This request may use up to {tokens} tokens, more than this key's "
+        f"limit of {policy.tpm} tokens per minute; lower max_tokens.",
+        code="rate_limit_exceeded",
+        type="tokens",
+    )
+
+
+def tpm_exceeded(policy: Policy, wait: float) -> RateLimited:
+    return RateLimited(
+        f"Rate limit reached: {policy.tpm} tokens per minute for this key.",
+        code="rate_limit_exceeded",
+        type="tokens",
+        headers=_retry_after(wait),
+    )
+
+
+def concurrency_exceeded(policy: Policy) -> RateLimited:
+    return RateLimited(
+        f"Too many concurrent requests: this key allows {policy.max_concurrency}.",
+        code="concurrency_limit_exceeded",
+        type="requests",
+        headers={"retry-after": "1"},
+    )
+
+
+def budget_exceeded(policy: Policy, micros: int, left: int, now: float) -> BudgetExceeded:
+    end = period_end(policy.budget_period, now)
+    headers = {"retry-after": str(int(end - now) + 1)} if end else {}
+    return BudgetExceeded(
+        f"This key's budget does not cover this request: it may cost up to "
+        f"${micros / 1e6:.6f} and ${max(0, left) / 1e6:.6f} is left"
+        + (f" until the {policy.budget_period} budget resets." if end else "."),
+        headers=headers,
+    )
+
+
+def rate_headers(
+    policy: Policy,
+    requests: int,
+    first_request: float,
+    tokens: float,
+    first_tokens: float | None,
+    now: float,
+) -> dict[str, str]:
+    """OpenAI's x-ratelimit-* headers from the window as this admission leaves it: the
+    requests and tokens it holds and when its oldest entry leaves."""
+    h: dict[str, str] = {}
+    if policy.rpm is not None:
+        h["x-ratelimit-limit-requests"] = str(policy.rpm)
+        h["x-ratelimit-remaining-requests"] = str(max(0, policy.rpm - requests))
+        h["x-ratelimit-reset-requests"] = go_duration(first_request + WINDOW - now)
+    if policy.tpm is not None:
+        h["x-ratelimit-limit-tokens"] = str(policy.tpm)
+        h["x-ratelimit-remaining-tokens"] = str(max(0, int(policy.tpm - tokens)))
+        reset = first_tokens + WINDOW - now if first_tokens is not None else 0.0
+        h["x-ratelimit-reset-tokens"] = go_duration(reset)
+    return h
 
 
 class _KeyState:
@@ -107,20 +189,27 @@ class MemoryLimiter:
     """Exact limits for one process. The settled spend of a period is loaded once from the
     usage rows (``load_spent``) so that a restart does not forget what was spent."""
 
-    def __init__(self, load_spent: SpentLoader, clock: Callable[[], float] = time.time) -> None:
-        self._load = load_spent
+    def __init__(
+        self,
+        load_spent: SpentLoader | AsyncSpentLoader,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._load = load_spent  # Store.spent_since is async; a plain function works too
         self._clock = clock
         self._keys: dict[str, _KeyState] = {}
 
-    def _state(self, key_id: str, policy: Policy, now: float) -> _KeyState:
+    async def _state(self, key_id: str, policy: Policy, now: float) -> _KeyState:
         st = self._keys.get(key_id)
         if st is None:
             st = self._keys[key_id] = _KeyState()
         if policy.budget_micros is not None:
             start = period_start(policy.budget_period, now)
             if st.period is None:  # first use in this process: what the usage rows say
-                st.spent = self._load(key_id, start)
-            elif st.period != start:  # the period rolled over: a fresh budget
+                loaded = self._load(key_id, start)
+                spent = await loaded if inspect.isawaitable(loaded) else loaded
+                if st.period is None:  # unless a concurrent first use got there meanwhile
+                    st.spent, st.period = spent, start
+            if st.period != start:  # the period rolled over: a fresh budget
                 st.spent = 0
             st.period = start
         return st
@@ -134,24 +223,13 @@ class MemoryLimiter:
 
     async def admit(self, key_id: str, policy: Policy, tokens: int, micros: int) -> Admission:
         now = self._clock()
-        st = self._state(key_id, policy, now)
+        st = await self._state(key_id, policy, now)
         self._expire(st, now)
         if policy.rpm is not None and len(st.requests) >= policy.rpm:
-            wait = st.requests[0] + WINDOW - now
-            raise RateLimited(
-                f"Rate limit reached: {policy.rpm} requests per minute for this key.",
-                code="rate_limit_exceeded",
-                type="requests",
-                headers={"retry-after": str(max(1, int(wait + 0.999)))},
-            )
+            raise rpm_exceeded(policy, st.requests[0] + WINDOW - now)
         if policy.tpm is not None:
             if tokens > policy.tpm:
-                raise RateLimited(
-                    f"This request may use up to {tokens} tokens, more than this key's "
-                    f"limit of {policy.tpm} tokens per minute; lower max_tokens.",
-                    code="rate_limit_exceeded",
-                    type="tokens",
-                )
+                raise tokens_never_fit(policy, tokens)
             if st.tokens_sum + tokens > policy.tpm:
                 need = st.tokens_sum + tokens - policy.tpm
                 wait, freed = 0.0, 0.0
@@ -160,30 +238,13 @@ class MemoryLimiter:
                     wait = t + WINDOW - now
                     if freed >= need:
                         break
-                raise RateLimited(
-                    f"Rate limit reached: {policy.tpm} tokens per minute for this key.",
-                    code="rate_limit_exceeded",
-                    type="tokens",
-                    headers={"retry-after": str(max(1, int(wait + 0.999)))},
-                )
+                raise tpm_exceeded(policy, wait)
         if policy.max_concurrency is not None and st.active >= policy.max_concurrency:
-            raise RateLimited(
-                f"Too many concurrent requests: this key allows {policy.max_concurrency}.",
-                code="concurrency_limit_exceeded",
-                type="requests",
-                headers={"retry-after": "1"},
-            )
+            raise concurrency_exceeded(policy)
         if policy.budget_micros is not None:
             if st.spent + st.reserved + micros > policy.budget_micros:
-                end = period_end(policy.budget_period, now)
-                headers = {"retry-after": str(int(end - now) + 1)} if end else {}
-                left = max(0, policy.budget_micros - st.spent - st.reserved)
-                raise BudgetExceeded(
-                    f"This key's budget does not cover this request: it may cost up to "
-                    f"${micros / 1e6:.6f} and ${left / 1e6:.6f} is left"
-                    + (f" until the {policy.budget_period} budget resets." if end else "."),
-                    headers=headers,
-                )
+                left = policy.budget_micros - st.spent - st.reserved
+                raise budget_exceeded(policy, micros, left, now)
             st.reserved += micros
         st.requests.append(now)
         if policy.tpm is not None:
@@ -199,17 +260,9 @@ class MemoryLimiter:
         )
 
     def _headers(self, st: _KeyState, policy: Policy, now: float) -> dict[str, str]:
-        h: dict[str, str] = {}
-        if policy.rpm is not None:
-            h["x-ratelimit-limit-requests"] = str(policy.rpm)
-            h["x-ratelimit-remaining-requests"] = str(max(0, policy.rpm - len(st.requests)))
-            h["x-ratelimit-reset-requests"] = go_duration(st.requests[0] + WINDOW - now)
-        if policy.tpm is not None:
-            h["x-ratelimit-limit-tokens"] = str(policy.tpm)
-            h["x-ratelimit-remaining-tokens"] = str(max(0, int(policy.tpm - st.tokens_sum)))
-            reset = st.tokens[0][0] + WINDOW - now if st.tokens else 0.0
-            h["x-ratelimit-reset-tokens"] = go_duration(reset)
-        return h
+        first = st.requests[0] if st.requests else now
+        first_tokens = st.tokens[0][0] if st.tokens else None
+        return rate_headers(policy, len(st.requests), first, st.tokens_sum, first_tokens, now)
 
     async def settle(self, adm: Admission, tokens: int, micros: int) -> None:
         if adm.settled:
@@ -232,5 +285,11 @@ class MemoryLimiter:
                     break
 
     async def spent(self, key_id: str, policy: Policy) -> int:
-        st = self._state(key_id, policy, self._clock())
+        st = await self._state(key_id, policy, self._clock())
         return st.spent
+
+    def forget_spent(self) -> None:
+        """Re-read each key's settled spend from the usage rows at its next use (for the
+        Redis backend's local fallback: what it read in an earlier outage is stale)."""
+        for st in self._keys.values():
+            st.period = None

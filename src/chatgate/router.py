@@ -5,6 +5,11 @@ module that translates for it. Selection: the lowest priority group that has a h
 deployment with capacity; within it, weighted random (default), least busy, or lowest latency
 (EWMA of time to first token). A deployment's circuit opens after consecutive failures and
 lets one probe through after a cooldown; a 429 cools it for its retry-after.
+
+In cluster mode these verdicts are shared: when this replica opens or closes a circuit or
+cools a deployment it tells ``on_health`` (which publishes it), and what other replicas
+decided arrives through :meth:`Router.apply_shared`. Both stay off the request's path: the
+router itself never waits for the network.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from msgspec import Struct
 
 from .config import Config, Deployment, Profile, Provider, Route, Timeouts, find_profile
 from .errors import GatewayError
-from .limits import MemoryLimiter, Policy
+from .limits import Limiter, MemoryLimiter, Policy
 from .providers import anthropic, gemini, openai_responses
 from .providers import openai as openai_chat
 
@@ -116,14 +121,19 @@ class Router:
         sandbox_url: str | None = None,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         self.routes: dict[str, list[Target]] = {}
         self.unavailable: dict[str, str] = {}
         self.policies: dict[str, Route] = cfg.routing
         self._circuit = cfg.circuit
         self._clock = clock
+        self._wall = wall  # shared states carry wall-clock times (monotonic is per machine)
         self._rng = rng or random.Random()
-        self.capacity = MemoryLimiter(lambda key, start: 0, clock=time.time)
+        # cluster mode: (target, "open" | "closed" | "cooling", until as wall-clock time)
+        self.on_health: Callable[[Target, str, float], None] | None = None
+        # each deployment's own rpm/tpm (cluster mode: a Redis limiter shared by replicas)
+        self.capacity: Limiter = MemoryLimiter(lambda key, start: 0, clock=time.time)
         for public, deps in cfg.models.items():
             targets: list[Target] = []
             reasons: list[str] = []
@@ -254,6 +264,8 @@ class Router:
 
     def success(self, t: Target, ttft: float | None) -> None:
         h = t.health
+        if h.open_until:  # the probe answered: the circuit closes, here and elsewhere
+            self._share(t, "closed", 0.0)
         h.in_flight -= 1
         h.failures = 0
         h.open_until = 0.0
@@ -274,6 +286,7 @@ class Router:
         if err.status == 429 and err.code != "insufficient_quota":
             after = _retry_after(err.headers) or 1.0
             h.cooled_until = max(h.cooled_until, now + after)
+            self._share(t, "cooling", h.cooled_until)
             return
         if not retryable(err):
             return  # the request's fault, not the deployment's
@@ -281,6 +294,36 @@ class Router:
         h.total_failures += 1
         if h.failures >= self._circuit.failures or h.open_until:
             h.open_until = now + self._circuit.cooldown  # (re)open: fresh cooldown
+            self._share(t, "open", h.open_until)
+
+    def _share(self, t: Target, state: str, until: float) -> None:
+        if self.on_health is not None:
+            self.on_health(t, state, self._wall() + (until - self._clock()) if until else 0.0)
+
+    def apply_shared(self, model: str, name: str, state: str, until: float) -> bool:
+        """What another replica decided about a deployment (``until``: wall-clock time).
+        Only ever makes this replica more careful, except a "closed" after a good probe."""
+        t = next((t for t in self.routes.get(model, ()) if t.name == name), None)
+        if t is None:
+            return False
+        h = t.health
+        now = self._clock()
+        local = now + (until - self._wall())
+        if state == "closed":
+            if h.open_until:
+                h.open_until = 0.0
+                h.failures = 0
+            return True
+        if local <= now:  # already over
+            return False
+        if state == "cooling":
+            h.cooled_until = max(h.cooled_until, local)
+        elif state == "open":
+            h.open_until = max(h.open_until, local)
+            h.failures = max(h.failures, self._circuit.failures)
+        else:
+            return False
+        return True
 
     def snapshot(self) -> list[dict[str, Any]]:
         now = self._clock()

@@ -15,7 +15,7 @@ from chatgate.store import Store
 
 def test_failed_auth_bursts_from_one_address_slow_down(tmp_path: Path) -> None:
     store = Store(f"sqlite:///{tmp_path / 'a.db'}")
-    store.migrate()
+    asyncio.run(store.migrate())
     auth = Authenticator(store, "mk", failures_per_minute=3)
 
     async def attempt(client: str) -> float:
@@ -37,10 +37,10 @@ def test_failed_auth_bursts_from_one_address_slow_down(tmp_path: Path) -> None:
 
 def test_valid_key_and_master_key(tmp_path: Path) -> None:
     store = Store(f"sqlite:///{tmp_path / 'a.db'}")
-    store.migrate()
-    key, rec = store.keys.create("k", owner="team")
+    asyncio.run(store.migrate())
+    key, rec = asyncio.run(store.keys.create("k", owner="team"))
     auth = Authenticator(store, "mk")
     got = asyncio.run(auth.authenticate(f"Bearer {key}".encode()))
     assert got.id == rec.id and got.owner == "team"
     assert asyncio.run(auth.authenticate(b"Bearer mk")).id == "master"
-    assert store.keys.find(key) is None  # stored by hash only
+    assert asyncio.run(store.keys.find(key)) is None  # stored by hash only

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -45,14 +46,15 @@ def test_keys_lifecycle(tmp_path: Path) -> None:
     key = r.stdout.strip().splitlines()[0]
     assert key.startswith("sk-cg-")
     store = Store(f"sqlite:///{tmp_path / 'c.db'}")
-    (rec,) = store.keys.list()
+    (rec,) = asyncio.run(store.keys.list())
     assert rec.models == ("gpt-5*", "claude-4.5") and rec.budget_micros == 2_500_000
     assert rec.rpm == 60 and rec.owner == "platform" and rec.budget_period == "daily"
     listing = run(main, ["keys", "list", "--config", cfg]).output
     assert rec.id in listing and key not in listing and "platform" in listing
     r = run(main, ["keys", "update", rec.id, "--tpm", "1000", "--disable", "--config", cfg])
-    assert r.exit_code == 0 and store.keys.get(rec.id).tpm == 1000  # type: ignore[union-attr]
-    assert store.keys.get(rec.id).enabled is False  # type: ignore[union-attr]
+    changed = asyncio.run(store.keys.get(rec.id))
+    assert r.exit_code == 0 and changed is not None and changed.tpm == 1000
+    assert changed.enabled is False
     r = run(main, ["keys", "rotate", rec.id, "--config", cfg])
     assert r.exit_code == 0 and r.stdout.strip() != key
     assert run(main, ["keys", "revoke", rec.id, "--config", cfg]).exit_code == 0
@@ -70,7 +72,7 @@ def test_unknown_model_is_a_usage_error(tmp_path: Path) -> None:
 def test_usage_report_formats(tmp_path: Path) -> None:
     cfg = str(_config(tmp_path))
     store = Store(f"sqlite:///{tmp_path / 'c.db'}")
-    store.migrate()
+    asyncio.run(store.migrate())
     base = dict(
         created=1_764_547_200.0,
         provider="openai",
@@ -83,7 +85,7 @@ def test_usage_report_formats(tmp_path: Path) -> None:
         ttft_ms=None,
         upstream_request_id=None,
     )
-    store.insert_usage(
+    insert = store.insert_usage(
         [
             UsageRow(
                 request_id=f"r{i}",
@@ -100,6 +102,7 @@ def test_usage_report_formats(tmp_path: Path) -> None:
             for i in range(3)
         ]
     )
+    asyncio.run(insert)
     run = CliRunner().invoke
     table = run(main, ["usage", "--by", "model,day", "--config", cfg]).output
     assert "gpt-5.1" in table and "2025-12-01" in table and "0.003702" in table

@@ -1,13 +1,16 @@
-"""The limiter interface, run against the in-memory backend (the Redis backend must pass the
-same tests): exact rpm/tpm over sliding minutes, exact concurrency, budgets that never
-overspend, UTC period rollover. Time is an injected clock."""
+"""The limiter interface, run against both backends — in memory, and Redis (the shared one at
+127.0.0.1:6379 under a random prefix; skipped with a reason when it is not running, a failure
+in the cluster pass): exact rpm/tpm over sliding minutes, exact concurrency, budgets that
+never overspend, UTC period rollover. Time is an injected clock, passed into the Redis
+scripts too."""
 
 from __future__ import annotations
 
 import asyncio
 import calendar
 import random
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from typing import Any, TypeVar
 
 import pytest
 
@@ -17,10 +20,17 @@ from chatgate.limits import (
     Limiter,
     MemoryLimiter,
     Policy,
+    SpentLoader,
     go_duration,
     period_end,
     period_start,
 )
+from tests.redis_fixtures import redis_limiter, redis_prefix
+
+__all__ = ["redis_prefix"]  # a fixture
+
+T = TypeVar("T")
+Run = Callable[[Coroutine[Any, Any, T]], T]
 
 
 class Clock:
@@ -34,19 +44,42 @@ class Clock:
 LimiterFactory = Callable[[Clock, dict[str, int]], Limiter]
 
 
-@pytest.fixture(params=["memory"])
-def make(request: pytest.FixtureRequest) -> LimiterFactory:
+def usage_rows(clock: Clock, spent: dict[str, int]) -> SpentLoader:
+    """What the usage rows say: ``spent`` was used just before the test's start (so a period
+    beginning later has spent nothing yet)."""
+    at = clock.t - 1
+
+    def since(key: str, start: float) -> int:
+        return spent.get(key, 0) if start <= at else 0
+
+    return since
+
+
+@pytest.fixture
+def run() -> Iterator[Run[Any]]:
+    """One event loop per test (a Redis connection belongs to the loop that opened it)."""
+    with asyncio.Runner() as runner:
+        yield runner.run
+
+
+@pytest.fixture(params=["memory", "redis"])
+def make(request: pytest.FixtureRequest, run: Run[Any]) -> Iterator[LimiterFactory]:
+    closing: list[Callable[[], Awaitable[None]]] = []
+
     def factory(clock: Clock, spent: dict[str, int]) -> Limiter:
-        return MemoryLimiter(lambda key, start: spent.get(key, 0), clock=clock)
+        if request.param == "memory":
+            return MemoryLimiter(usage_rows(clock, spent), clock=clock)
+        prefix: str = request.getfixturevalue("redis_prefix")
+        lim, close = redis_limiter(prefix, usage_rows(clock, spent), clock)
+        closing.append(close)
+        return lim
 
-    return factory
+    yield factory
+    for close in closing:
+        run(close())
 
 
-def run(coro: object) -> object:
-    return asyncio.run(coro)  # type: ignore[arg-type]
-
-
-def test_rpm_is_exact_over_every_sliding_minute(make: LimiterFactory) -> None:
+def test_rpm_is_exact_over_every_sliding_minute(make: LimiterFactory, run: Run[Any]) -> None:
     clock = Clock()
     lim = make(clock, {})
     policy = Policy(rpm=50)
@@ -77,7 +110,7 @@ def test_rpm_is_exact_over_every_sliding_minute(make: LimiterFactory) -> None:
     assert len(admitted) >= 0.99 * 50 * minutes
 
 
-def test_tpm_counts_estimates_then_real_usage(make: LimiterFactory) -> None:
+def test_tpm_counts_estimates_then_real_usage(make: LimiterFactory, run: Run[Any]) -> None:
     clock = Clock()
     lim = make(clock, {})
     policy = Policy(tpm=1000)
@@ -100,7 +133,9 @@ def test_tpm_counts_estimates_then_real_usage(make: LimiterFactory) -> None:
     run(go())
 
 
-def test_tpm_holds_within_one_percent_under_concurrent_load(make: LimiterFactory) -> None:
+def test_tpm_holds_within_one_percent_under_concurrent_load(
+    make: LimiterFactory, run: Run[Any]
+) -> None:
     clock = Clock()
     lim = make(clock, {})
     policy = Policy(tpm=20_000)
@@ -134,7 +169,7 @@ def test_tpm_holds_within_one_percent_under_concurrent_load(make: LimiterFactory
     assert worst <= 20_000 * 1.01
 
 
-def test_concurrency_cap_is_exact(make: LimiterFactory) -> None:
+def test_concurrency_cap_is_exact(make: LimiterFactory, run: Run[Any]) -> None:
     lim = make(Clock(), {})
     policy = Policy(max_concurrency=3)
 
@@ -153,7 +188,7 @@ def test_concurrency_cap_is_exact(make: LimiterFactory) -> None:
     run(go())
 
 
-def test_budget_never_overspent_by_racing_requests(make: LimiterFactory) -> None:
+def test_budget_never_overspent_by_racing_requests(make: LimiterFactory, run: Run[Any]) -> None:
     lim = make(Clock(), {"k": 100})
     policy = Policy(budget_micros=10_000)
     rnd = random.Random(11)
@@ -175,10 +210,10 @@ def test_budget_never_overspent_by_racing_requests(make: LimiterFactory) -> None
 
     total = run(go())
     spent = run(lim.spent("k", policy))
-    assert spent == 100 + total <= 10_000  # type: ignore[operator]
+    assert spent == 100 + total <= 10_000
 
 
-def test_budget_period_rolls_over_at_utc_boundaries(make: LimiterFactory) -> None:
+def test_budget_period_rolls_over_at_utc_boundaries(make: LimiterFactory, run: Run[Any]) -> None:
     start = calendar.timegm((2026, 1, 31, 23, 59, 0))
     clock = Clock(start)
     lim = make(clock, {"d": 900, "m": 900})
@@ -202,7 +237,7 @@ def test_budget_period_rolls_over_at_utc_boundaries(make: LimiterFactory) -> Non
     run(go())
 
 
-def test_total_budget_has_no_retry_after(make: LimiterFactory) -> None:
+def test_total_budget_has_no_retry_after(make: LimiterFactory, run: Run[Any]) -> None:
     lim = make(Clock(), {"k": 1000})
     with pytest.raises(BudgetExceeded) as e:
         run(lim.admit("k", Policy(budget_micros=1000), 1, 1))

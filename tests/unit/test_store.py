@@ -1,73 +1,236 @@
-"""Schema migrations and the usage writer's insert path."""
+"""The store on both engines: keys, usage inserts (exactly once, with the daily rollup),
+spend, and reports from the rollup and from the rows agreeing."""
 
 from __future__ import annotations
 
-import sqlite3
+import random
 from pathlib import Path
 
-from alembic.config import Config
-from alembic.script import ScriptDirectory
+import pytest
 
-from chatgate.store import SCHEMA_HEAD, Store, UsageRow
+from chatgate.store import REVISIONS, SCHEMA_HEAD, ReportQuery, Store, StoreError
+from chatgate.store.tables import usage_daily
+from tests.unit.store_backends import row, run, store_url
+
+__all__ = ["store_url"]  # the fixture, parametrized over SQLite and PostgreSQL
+
+DAY = 86400
+T0 = 1_764_547_200.0  # 2025-12-01 00:00 UTC
 
 
-def test_schema_head_constant_matches_the_migrations() -> None:
+def test_revisions_match_the_migrations() -> None:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    from chatgate.store.migrate import script_location
+
     cfg = Config()
-    cfg.set_main_option(
-        "script_location", str(Path(__file__).parents[2] / "src/chatgate/store/migrations")
-    )
-    assert ScriptDirectory.from_config(cfg).get_current_head() == SCHEMA_HEAD
+    cfg.set_main_option("script_location", script_location())
+    script = ScriptDirectory.from_config(cfg)
+    assert script.get_current_head() == SCHEMA_HEAD
+    order = [r.revision for r in reversed(list(script.walk_revisions()))]
+    assert tuple(order) == REVISIONS
 
 
-def test_upgrade_from_the_first_schema_keeps_data(tmp_path: Path) -> None:
-    from alembic import command
-
-    url = f"sqlite:///{tmp_path / 'old.db'}"
-    store = Store(url)
-    cfg = Config()
-    cfg.set_main_option(
-        "script_location", str(Path(__file__).parents[2] / "src/chatgate/store/migrations")
-    )
-    with store.engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "0001")
-    con = sqlite3.connect(tmp_path / "old.db")
-    con.execute(
-        "INSERT INTO api_keys (id, name, key_hash, key_prefix, created) "
-        "VALUES ('key_old', 'old', 'h', 'sk-cg-xx', 1.0)"
-    )
-    con.commit()
-    con.close()
-    store.migrate()
-    assert store.schema_version() == SCHEMA_HEAD
-    rec = store.keys.get("key_old")
-    assert rec is not None and rec.enabled and rec.budget_period == "total"
-    store.migrate()  # idempotent, and without importing Alembic when up to date
+def test_unsupported_database_url_names_the_supported_ones() -> None:
+    with pytest.raises(StoreError, match=r"mysql.*sqlite:///PATH or postgresql://"):
+        Store("mysql://root@localhost/db")
 
 
-def test_insert_usage_round_trip(tmp_path: Path) -> None:
-    store = Store(f"sqlite:///{tmp_path / 'u.db'}")
-    store.migrate()
-    row = UsageRow(
-        request_id="r1",
-        created=1.0,
-        key_id="k",
-        model="m",
-        provider="p",
-        upstream_model="u",
-        stream=True,
-        status=200,
-        error_type=None,
-        prompt_tokens=1,
-        completion_tokens=2,
-        total_tokens=3,
-        cached_tokens=0,
-        reasoning_tokens=None,
-        latency_ms=1.5,
-        ttft_ms=None,
-        upstream_request_id=None,
-        owner="o",
-        cost_micros=7,
-    )
-    assert store.insert_usage([row]) == 1
-    assert store.spent_since("k", 0) == 7 and store.count_usage() == 1
+async def _daily(store: Store) -> list[dict[str, object]]:
+    def q(conn: object) -> list[dict[str, object]]:
+        from sqlalchemy import select
+
+        rows = conn.execute(select(usage_daily).order_by(*usage_daily.primary_key))  # type: ignore[attr-defined]
+        return [dict(r._mapping) for r in rows]
+
+    return await store.db.run(q)
+
+
+def test_insert_usage_round_trip(store_url: str) -> None:
+    async def go() -> None:
+        store = Store(store_url)
+        try:
+            await store.migrate()
+            r = row("r1", stream=True, ttft_ms=3.5, cost_micros=7, reasoning_tokens=None)
+            assert await store.insert_usage([r]) == 1
+            assert await store.spent_since("key_a", 0) == 7
+            assert await store.count_usage() == 1
+            (got,) = await _daily(store)
+            assert got["day"] == T0 and got["requests"] == 1 and got["cost_micros"] == 7
+            assert got["ttft_count"] == 1 and got["ttft_ms_sum"] == 3.5
+            assert got["reasoning_tokens"] == 0
+        finally:
+            await store.close()
+
+    run(go())
+
+
+def test_a_replayed_batch_adds_nothing(store_url: str) -> None:
+    """Exactly once: rows already there (a replay after an ambiguous commit) and repeats
+    inside one batch are skipped, in the rows and in the rollup."""
+
+    async def go() -> None:
+        store = Store(store_url)
+        try:
+            await store.migrate()
+            first = [row(f"r{i}", cost_micros=100) for i in range(5)]
+            assert await store.insert_usage(first) == 5
+            again = [*first[2:], row("r5", cost_micros=100), row("r5", cost_micros=999)]
+            assert await store.insert_usage(again) == 1
+            assert await store.count_usage() == 6
+            (daily,) = await _daily(store)
+            assert daily["requests"] == 6 and daily["cost_micros"] == 600
+            assert await store.spent_since("key_a", T0) == 600
+        finally:
+            await store.close()
+
+    run(go())
+
+
+def test_null_dimensions_share_one_rollup_row_and_read_back_as_null(store_url: str) -> None:
+    async def go() -> None:
+        store = Store(store_url)
+        try:
+            await store.migrate()
+            rows = [
+                row(f"n{i}", key_id=None, owner=None, model=None, provider=None, status=401)
+                for i in range(3)
+            ]
+            assert await store.insert_usage(rows) == 3
+            assert await store.insert_usage([row("n9", key_id=None, owner=None, model=None,
+                                                 provider=None, status=401)]) == 1  # fmt: skip
+            (daily,) = await _daily(store)
+            assert daily["requests"] == 4 and daily["errors"] == 4 and daily["key_id"] == ""
+            q = ReportQuery(group_by=["key", "owner", "model", "provider", "status"])
+            (rep,) = (await store.report(q)).rows
+            assert rep["key"] is None and rep["model"] is None and rep["requests"] == 4
+        finally:
+            await store.close()
+
+    run(go())
+
+
+def test_key_lifecycle(store_url: str) -> None:
+    async def go() -> None:
+        store = Store(store_url)
+        try:
+            await store.migrate()
+            key, rec = await store.keys.create(
+                "ci", models=["gpt-5*"], owner="t", budget_micros=5, metadata={"a": [1]}
+            )
+            from chatgate.store import hash_key
+
+            assert (await store.keys.find(hash_key(key))) == rec
+            assert rec.models == ("gpt-5*",) and rec.metadata == {"a": [1]} and rec.enabled
+            changed = await store.keys.update(rec.id, {"rpm": 60, "enabled": False})
+            assert changed is not None and changed.rpm == 60 and not changed.enabled
+            rotated = await store.keys.rotate(rec.id)
+            assert rotated is not None and await store.keys.find(hash_key(key)) is None
+            assert (await store.keys.find(hash_key(rotated[0]))) is not None
+            assert [k.id for k in await store.keys.list()] == [rec.id]
+            assert await store.keys.revoke(rec.id) and not await store.keys.revoke(rec.id)
+            assert await store.keys.list() == []
+            assert len(await store.keys.list(include_revoked=True)) == 1
+            assert await store.keys.update(rec.id, {"rpm": 1}) is None  # revoked: final
+            assert await store.keys.get("key_nope") is None
+        finally:
+            await store.close()
+
+    run(go())
+
+
+def _random_rows(n: int, seed: int = 7) -> list:  # type: ignore[type-arg]
+    rnd = random.Random(seed)
+    out = []
+    for i in range(n):
+        stream = rnd.random() < 0.5
+        status = rnd.choice([200, 200, 200, 429, 500])
+        out.append(
+            row(
+                f"x{i}",
+                created=T0 + rnd.uniform(-3 * DAY, 4 * DAY),
+                key_id=rnd.choice(["key_a", "key_b", None]),
+                owner=rnd.choice(["t1", "t2", None]),
+                model=rnd.choice(["gpt-5.1", "claude-4.5"]),
+                provider=rnd.choice(["openai", "anthropic", None]),
+                status=status,
+                prompt_tokens=rnd.randint(0, 2000) if status == 200 else None,
+                completion_tokens=rnd.randint(0, 900) if status == 200 else None,
+                total_tokens=rnd.randint(0, 2900) if status == 200 else None,
+                reasoning_tokens=rnd.choice([None, rnd.randint(0, 99)]),
+                cached_tokens=rnd.choice([None, 0, 64]),
+                stream=stream,
+                ttft_ms=rnd.uniform(5, 90) if stream else None,
+                latency_ms=rnd.uniform(10, 900),
+                cost_micros=rnd.choice([None, rnd.randint(0, 50_000)]),
+            )
+        )
+    return out
+
+
+QUERIES = [
+    ReportQuery(group_by=[]),
+    ReportQuery(group_by=["model"]),
+    ReportQuery(group_by=["key", "day"]),
+    ReportQuery(group_by=["owner", "provider", "status"]),
+    ReportQuery(group_by=["day"], since=T0 - DAY, until=T0 + 2 * DAY),
+    ReportQuery(group_by=["model"], key_id="key_b", status=200),
+    ReportQuery(group_by=["provider"], owner="t1", model="gpt-5.1", since=T0),
+]
+
+
+def test_rollup_and_rows_give_the_same_reports(store_url: str) -> None:
+    async def go() -> None:
+        store = Store(store_url)
+        try:
+            await store.migrate()
+            rows = _random_rows(600)
+            for i in range(0, len(rows), 150):  # several batches: the rollup accumulates
+                await store.insert_usage(rows[i : i + 150])
+            await store.insert_usage(rows[:100])  # and a replay changes nothing
+            for q in QUERIES:
+                assert q.daily()
+                daily = (await store.db.run(q.run, True)).rows
+                raw = (await store.db.run(q.run, False)).rows
+                assert len(daily) == len(raw) and daily, q
+                for d, r in zip(daily, raw, strict=True):
+                    for k in ("avg_latency_ms", "avg_ttft_ms"):
+                        assert d.pop(k) == pytest.approx(r.pop(k), abs=0.002), (q, k)
+                    assert d == r, q
+            total = sum(r.cost_micros or 0 for r in rows if r.key_id == "key_a")
+            assert await store.spent_since("key_a", 0) == total
+            since = sum(r.cost_micros or 0 for r in rows if r.key_id == "key_a" and r.created >= T0)
+            assert await store.spent_since("key_a", T0) == since
+            part = sum(
+                r.cost_micros or 0 for r in rows if r.key_id == "key_a" and r.created >= T0 + 3600
+            )
+            assert await store.spent_since("key_a", T0 + 3600) == part  # not a whole day
+        finally:
+            await store.close()
+
+    run(go())
+
+
+def test_queries_the_rollup_cannot_answer_read_the_rows() -> None:
+    assert not ReportQuery(group_by=["hour"]).daily()
+    assert not ReportQuery(since=T0 + 1).daily()
+    assert not ReportQuery(until=T0 + 3600).daily()
+    assert not ReportQuery(key_id="").daily()
+    assert ReportQuery(group_by=["day", "key"], since=T0, until=T0 + DAY).daily()
+
+
+def test_hour_grouping_from_the_rows(tmp_path: Path) -> None:
+    async def go() -> None:
+        store = Store(f"sqlite:///{tmp_path / 'h.db'}")
+        try:
+            await store.migrate()
+            await store.insert_usage(
+                [row("a", created=T0 + 10), row("b", created=T0 + 3700), row("c", created=T0)]
+            )
+            rep = await store.report(ReportQuery(group_by=["hour"], since=T0 + 5))
+            assert [(r["hour"], r["requests"]) for r in rep.rows] == [(T0, 1), (T0 + 3600, 1)]
+        finally:
+            await store.close()
+
+    run(go())

@@ -6,7 +6,6 @@ GET /admin/usage (filters, grouping, JSON or CSV), and GET /v1/usage for a key's
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 from urllib.parse import parse_qs
@@ -119,7 +118,7 @@ async def handle_admin(gw: Gateway, scope: Scope, receive: Receive, send: Send) 
         if method == "POST":
             return await _create_key(gw, scope, receive, send)
         if method == "GET":
-            keys = await asyncio.to_thread(gw.store.keys.list)
+            keys = await gw.store.keys.list()
             return await send_json(
                 send, 200, {"object": "list", "data": [key_json(k) for k in keys]}
             )
@@ -131,13 +130,13 @@ async def handle_admin(gw: Gateway, scope: Scope, receive: Receive, send: Send) 
                 raise NotFound(f"Unknown admin route {path}.", code="unknown_url")
             if method != "POST":
                 raise _method_not_allowed(method, path)
-            rotated = await asyncio.to_thread(gw.store.keys.rotate, key_id)
+            rotated = await gw.store.keys.rotate(key_id)
             if rotated is None:
                 raise NotFound(f"No active key with id '{key_id}'.", param="id")
-            gw.auth.evict(key_id)
+            await gw.auth.changed(key_id)
             return await send_json(send, 200, {**key_json(rotated[1]), "key": rotated[0]})
         if method == "GET":
-            rec = await asyncio.to_thread(gw.store.keys.get, key_id)
+            rec = await gw.store.keys.get(key_id)
             if rec is None:
                 raise NotFound(f"No key with id '{key_id}'.", param="id")
             out = key_json(rec)
@@ -150,15 +149,15 @@ async def handle_admin(gw: Gateway, scope: Scope, receive: Receive, send: Send) 
             if "name" in sent and not fields.name:
                 raise InvalidRequest("'name' must not be empty.", param="name")
             values = _store_values(gw, fields, sent)
-            rec = await asyncio.to_thread(gw.store.keys.update, key_id, values)
+            rec = await gw.store.keys.update(key_id, values)
             if rec is None:
                 raise NotFound(f"No active key with id '{key_id}'.", param="id")
-            gw.auth.evict(key_id)
+            await gw.auth.changed(key_id)
             return await send_json(send, 200, key_json(rec))
         if method == "DELETE":
-            if not await asyncio.to_thread(gw.store.keys.revoke, key_id):
+            if not await gw.store.keys.revoke(key_id):
                 raise NotFound(f"No active key with id '{key_id}'.", param="id")
-            gw.auth.evict(key_id)
+            await gw.auth.changed(key_id)
             return await send_json(send, 200, {"id": key_id, "object": "api_key", "deleted": True})
         raise _method_not_allowed(method, path)
     if parts == ["deployments"]:
@@ -179,7 +178,7 @@ async def _create_key(gw: Gateway, scope: Scope, receive: Receive, send: Send) -
         raise InvalidRequest("'name' is required and must not be empty.", param="name")
     values = _store_values(gw, fields, sent)
     name = values.pop("name").strip()
-    key, rec = await asyncio.to_thread(gw.store.keys.create, name, **values)
+    key, rec = await gw.store.keys.create(name, **values)
     await send_json(send, 201, {**key_json(rec), "key": key})
 
 
@@ -235,7 +234,7 @@ def _time(text: str | None) -> float | None:
 
 async def send_report(gw: Gateway, scope: Scope, send: Send, key_id: str | None) -> None:
     query, fmt = report_query(scope, key_id)
-    report = await asyncio.to_thread(gw.store.report, query)
+    report = await gw.store.report(query)
     if fmt == "csv":
         await send_bytes(
             send, 200, report.csv().encode(), content_type=(b"content-type", b"text/csv")

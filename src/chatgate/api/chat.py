@@ -129,7 +129,7 @@ async def handle_chat(gw: Gateway, scope: Scope, receive: Receive, send: Send) -
     except GatewayError as err:
         rec.status = err.status
         rec.error_type = err.code or err.type
-        if err.status >= 500:
+        if err.status >= 500 and err.code != "limits_unavailable":  # (Redis: logged once)
             log.warning("%s %s: %s (%s)", rid, rec.model, err.code, err.message)
         if watcher is not None:
             watcher.cancel()

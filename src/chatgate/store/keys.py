@@ -11,9 +11,10 @@ from typing import Any
 
 import msgspec
 from msgspec import Struct
-from sqlalchemy import Engine, insert, select, update
+from sqlalchemy import Connection, insert, select, update
 
 from ..limits import Period, Policy
+from .db import Database
 from .tables import api_keys
 
 KEY_PREFIX = "sk-cg-"
@@ -111,77 +112,80 @@ def _values(fields: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _get(conn: Connection, key_id: str) -> KeyRecord | None:
+    row = conn.execute(select(api_keys).where(api_keys.c.id == key_id)).first()
+    return _record(row._mapping) if row is not None else None
+
+
+def _find(conn: Connection, key_hash: str) -> KeyRecord | None:
+    row = conn.execute(select(api_keys).where(api_keys.c.key_hash == key_hash)).first()
+    return _record(row._mapping) if row is not None else None
+
+
+def _list(conn: Connection, include_revoked: bool) -> list[KeyRecord]:
+    q = select(api_keys).order_by(api_keys.c.created)
+    if not include_revoked:
+        q = q.where(api_keys.c.revoked.is_(None))
+    return [_record(r._mapping) for r in conn.execute(q)]
+
+
+def _create(conn: Connection, values: dict[str, Any]) -> KeyRecord:
+    conn.execute(insert(api_keys).values(**values))
+    rec = _get(conn, values["id"])
+    assert rec is not None
+    return rec
+
+
+def _update(conn: Connection, key_id: str, values: dict[str, Any]) -> KeyRecord | None:
+    """Change an active key; None when there is no such key (or it is revoked)."""
+    res = conn.execute(
+        update(api_keys)
+        .where(api_keys.c.id == key_id, api_keys.c.revoked.is_(None))
+        .values(**values)
+    )
+    return _get(conn, key_id) if res.rowcount else None
+
+
 class KeyStore:
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
+    """Keys in the database; each method is one transaction, off the event loop."""
 
-    def create(self, name: str, **policy: Any) -> tuple[str, KeyRecord]:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def create(self, name: str, **policy: Any) -> tuple[str, KeyRecord]:
         key = new_secret()
-        now = time.time()
-        key_id = "key_" + secrets.token_hex(8)
-        values = _values({**policy, "name": name})
-        with self.engine.begin() as conn:
-            conn.execute(
-                insert(api_keys).values(
-                    id=key_id,
-                    key_hash=hash_key(key),
-                    key_prefix=key[:10],
-                    created=now,
-                    revoked=None,
-                    **values,
-                )
-            )
-        rec = self.get(key_id)
-        assert rec is not None
-        return key, rec
+        values = {
+            **_values({**policy, "name": name}),
+            "id": "key_" + secrets.token_hex(8),
+            "key_hash": hash_key(key),
+            "key_prefix": key[:10],
+            "created": time.time(),
+            "revoked": None,
+        }
+        return key, await self._db.run(_create, values)
 
-    def find(self, key_hash: str) -> KeyRecord | None:
-        with self.engine.connect() as conn:
-            row = conn.execute(select(api_keys).where(api_keys.c.key_hash == key_hash)).first()
-        return _record(row._mapping) if row is not None else None
+    async def find(self, key_hash: str) -> KeyRecord | None:
+        return await self._db.run(_find, key_hash)
 
-    def get(self, key_id: str) -> KeyRecord | None:
-        with self.engine.connect() as conn:
-            row = conn.execute(select(api_keys).where(api_keys.c.id == key_id)).first()
-        return _record(row._mapping) if row is not None else None
+    async def get(self, key_id: str) -> KeyRecord | None:
+        return await self._db.run(_get, key_id)
 
-    def list(self, include_revoked: bool = False) -> list[KeyRecord]:
-        q = select(api_keys).order_by(api_keys.c.created)
-        if not include_revoked:
-            q = q.where(api_keys.c.revoked.is_(None))
-        with self.engine.connect() as conn:
-            return [_record(r._mapping) for r in conn.execute(q)]
+    async def list(self, include_revoked: bool = False) -> list[KeyRecord]:
+        return await self._db.run(_list, include_revoked)
 
-    def update(self, key_id: str, fields: Mapping[str, Any]) -> KeyRecord | None:
-        values = _values(fields)
-        with self.engine.begin() as conn:
-            res = conn.execute(
-                update(api_keys)
-                .where(api_keys.c.id == key_id, api_keys.c.revoked.is_(None))
-                .values(**values)
-            )
-        return self.get(key_id) if res.rowcount else None
+    async def update(self, key_id: str, fields: Mapping[str, Any]) -> KeyRecord | None:
+        return await self._db.run(_update, key_id, _values(fields))
 
-    def rotate(self, key_id: str) -> tuple[str, KeyRecord] | None:
+    async def rotate(self, key_id: str) -> tuple[str, KeyRecord] | None:
         """A new secret for the same key (same id, policy and spend); the old one stops."""
         key = new_secret()
-        with self.engine.begin() as conn:
-            res = conn.execute(
-                update(api_keys)
-                .where(api_keys.c.id == key_id, api_keys.c.revoked.is_(None))
-                .values(key_hash=hash_key(key), key_prefix=key[:10])
-            )
-        rec = self.get(key_id) if res.rowcount else None
+        rec = await self._db.run(
+            _update, key_id, {"key_hash": hash_key(key), "key_prefix": key[:10]}
+        )
         return (key, rec) if rec is not None else None
 
-    def revoke(self, key_id: str) -> bool:
-        with self.engine.begin() as conn:
-            res = conn.execute(
-                update(api_keys)
-                .where(api_keys.c.id == key_id, api_keys.c.revoked.is_(None))
-                .values(revoked=time.time())
-            )
-        return bool(res.rowcount)
+    async def revoke(self, key_id: str) -> bool:
+        return await self._db.run(_update, key_id, {"revoked": time.time()}) is not None
 
 
 def key_json(rec: KeyRecord) -> dict[str, Any]:

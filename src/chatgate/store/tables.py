@@ -66,3 +66,34 @@ usage = Table(
 Index("ix_usage_created", usage.c.created)
 Index("ix_usage_key_created", usage.c.key_id, usage.c.created)
 Index("ix_usage_owner_created", usage.c.owner, usage.c.created)
+
+# One row per UTC day and (key, owner, model, provider, status), kept in step with `usage` in
+# the same transaction as each batch's insert (only rows actually inserted count, so a replay
+# cannot count twice). Month-long reports read a few thousand of these instead of millions of
+# usage rows. The dimensions are '' instead of NULL: NULLs never conflict in a unique index,
+# and the upsert needs them to.
+usage_daily = Table(
+    "usage_daily",
+    metadata,
+    Column("day", BigInteger, primary_key=True, autoincrement=False),  # epoch s, UTC midnight
+    Column("key_id", String(32), primary_key=True),
+    Column("owner", String(200), primary_key=True),
+    Column("model", String(200), primary_key=True),
+    Column("provider", String(100), primary_key=True),
+    Column("status", Integer, primary_key=True, autoincrement=False),
+    Column("requests", BigInteger, nullable=False),
+    Column("errors", BigInteger, nullable=False),
+    Column("prompt_tokens", BigInteger, nullable=False),
+    Column("completion_tokens", BigInteger, nullable=False),
+    Column("total_tokens", BigInteger, nullable=False),
+    Column("cached_tokens", BigInteger, nullable=False),
+    Column("reasoning_tokens", BigInteger, nullable=False),
+    Column("cost_micros", BigInteger, nullable=False),
+    Column("latency_ms_sum", Float, nullable=False),
+    Column("ttft_ms_sum", Float, nullable=False),
+    Column("ttft_count", BigInteger, nullable=False),  # rows with a ttft (streams)
+)
+
+Index("ix_usage_daily_key_day", usage_daily.c.key_id, usage_daily.c.day)
+DAILY_DIMS = ("day", "key_id", "owner", "model", "provider", "status")
+DAILY_SUMS = tuple(c.name for c in usage_daily.columns if c.name not in DAILY_DIMS)

@@ -1,0 +1,192 @@
+"""Schema migrations on SQLite and PostgreSQL: the upgrade path from the first schema keeps
+the data (and backfills the daily rollup), replicas starting together migrate once,
+``auto_migrate: false`` refuses an old schema, and `chatgate db` shows and upgrades it."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import Connection, inspect, text
+
+from chatgate.cli import main
+from chatgate.config import from_dict
+from chatgate.store import REVISIONS, SCHEMA_HEAD, ReportQuery, SchemaError, Store
+from chatgate.store.migrate import upgrade
+from tests.unit.store_backends import row, run, store_url
+
+__all__ = ["store_url"]  # the fixture, parametrized over SQLite and PostgreSQL
+
+T0 = 1_764_547_200.0  # 2025-12-01 00:00 UTC
+
+# rows as the first schema (0001) stored them: no owner, no cost
+_OLD_USAGE = (
+    "INSERT INTO usage (request_id, created, key_id, model, provider, upstream_model, stream, "
+    "status, error_type, prompt_tokens, completion_tokens, total_tokens, cached_tokens, "
+    "reasoning_tokens, latency_ms, ttft_ms, upstream_request_id) VALUES "
+    "(:id, :created, :key, 'gpt-5.1', 'openai', 'gpt-5.1', :stream, :status, NULL, 10, 5, 15, "
+    "0, NULL, :latency, :ttft, NULL)"
+)
+
+
+def _fill_first_schema(conn: Connection) -> None:
+    upgrade(conn, "0001")
+    conn.execute(
+        text(
+            "INSERT INTO api_keys (id, name, key_hash, key_prefix, models, created) "
+            "VALUES ('key_old', 'old', 'h', 'sk-cg-xx', :models, 1.0)"
+        ),
+        {"models": '["gpt-5.1"]'},
+    )
+    for i in range(10):
+        conn.execute(
+            text(_OLD_USAGE),
+            {
+                "id": f"old{i}",
+                "created": T0 + i * 20_000,  # spread over three days
+                "key": "key_old" if i % 2 else None,
+                "stream": i % 3 == 0,
+                "status": 200 if i < 8 else 500,
+                "latency": 100.0 + i,
+                "ttft": 5.0 if i % 3 == 0 else None,
+            },
+        )
+
+
+def _tables(conn: Connection) -> set[str]:
+    return set(inspect(conn).get_table_names())
+
+
+def test_upgrade_from_the_first_schema_keeps_the_data(store_url: str) -> None:
+    async def go() -> None:
+        store = Store(store_url)
+        try:
+            await store.db.run(_fill_first_schema)
+            assert await store.schema_version() == "0001"
+            assert "usage_daily" not in await store.db.run(_tables)
+            assert await store.migrate() == "0001"
+            assert await store.schema_version() == SCHEMA_HEAD
+            assert {"api_keys", "usage", "usage_daily"} <= await store.db.run(_tables)
+            rec = await store.keys.get("key_old")
+            assert rec is not None and rec.enabled and rec.budget_period == "total"
+            assert rec.models == ("gpt-5.1",)
+            assert await store.count_usage() == 10
+            # the rollup was backfilled from the old rows: both report paths agree
+            for q in (ReportQuery(group_by=["day", "key", "status"]), ReportQuery(group_by=[])):
+                daily = (await store.db.run(q.run, True)).rows
+                raw = (await store.db.run(q.run, False)).rows
+                assert daily and len(daily) == len(raw)
+                for d, r in zip(daily, raw, strict=True):
+                    for k in ("avg_latency_ms", "avg_ttft_ms"):
+                        assert d.pop(k) == pytest.approx(r.pop(k), abs=0.002)
+                    assert d == r
+            # new rows go on top of the backfill
+            assert await store.insert_usage([row("new1", key_id="key_old", cost_micros=5)]) == 1
+            assert await store.spent_since("key_old", 0) == 5
+            assert await store.migrate() == SCHEMA_HEAD  # up to date: nothing to do
+        finally:
+            await store.close()
+
+    run(go())
+
+
+def test_replicas_starting_together_migrate_once(store_url: str) -> None:
+    """Four stores (four connections) upgrade the same empty database at the same time: on
+    PostgreSQL the advisory lock serialises them, SQLite's write lock does the same."""
+
+    async def go() -> None:
+        stores = [Store(store_url) for _ in range(4)]
+        try:
+            before = await asyncio.gather(*(s.migrate() for s in stores))
+            # one found it empty and upgraded it; the others waited, then found it current
+            assert sorted(map(str, before)) == [SCHEMA_HEAD] * 3 + ["None"]
+            assert [await s.schema_version() for s in stores] == [SCHEMA_HEAD] * 4
+            assert await stores[0].insert_usage([row("r1")]) == 1
+        finally:
+            for s in stores:
+                await s.close()
+
+    run(go())
+
+
+def test_without_auto_migrate_an_old_schema_is_refused(store_url: str) -> None:
+    async def go() -> None:
+        store = Store(store_url)
+        try:
+            with pytest.raises(SchemaError, match=r"empty.*`chatgate db upgrade`"):
+                await store.migrate(auto=False)
+            await store.db.run(upgrade, "0002")
+            with pytest.raises(SchemaError, match=r"at revision 0002.*`chatgate db upgrade`"):
+                await store.migrate(auto=False)
+            assert await store.schema_version() == "0002"  # untouched
+            await store.migrate()
+            assert await store.migrate(auto=False) == SCHEMA_HEAD
+        finally:
+            await store.close()
+
+    run(go())
+
+
+def test_a_newer_schema_than_this_version_knows_is_refused(store_url: str) -> None:
+    def bump(conn: Connection) -> None:
+        conn.execute(text("UPDATE alembic_version SET version_num = '9999'"))
+
+    async def go() -> None:
+        store = Store(store_url)
+        try:
+            await store.migrate()
+            await store.db.run(bump)
+            with pytest.raises(SchemaError, match="9999, newer than this chatgate knows"):
+                await store.migrate()
+        finally:
+            await store.close()
+
+    run(go())
+
+
+def test_gateway_refuses_to_start_on_an_old_schema_without_auto_migrate(store_url: str) -> None:
+    from chatgate.app import Gateway
+
+    cfg = from_dict({"database_url": store_url, "auto_migrate": False}, {})
+
+    async def go() -> None:
+        gw = Gateway(cfg)
+        try:
+            with pytest.raises(SchemaError, match="`chatgate db upgrade`"):
+                await gw.start()
+        finally:
+            await gw.store.close()
+
+    run(go())
+
+
+def test_db_current_and_upgrade_commands(store_url: str, tmp_path: Any) -> None:
+    cfg = tmp_path / "chatgate.yaml"
+    cfg.write_text(f"database_url: {store_url}\nauto_migrate: false\n")
+    cli = CliRunner()
+    r = cli.invoke(main, ["db", "current", "--config", str(cfg)])
+    assert r.exit_code == 0 and r.output.startswith("none (head is"), r.output
+    r = cli.invoke(main, ["keys", "list", "--config", str(cfg)])  # auto_migrate: false
+    assert r.exit_code == 2 and "chatgate db upgrade" in r.output, r.output
+    r = cli.invoke(main, ["db", "upgrade", "--config", str(cfg)])
+    assert r.exit_code == 0 and f"upgraded from empty to {SCHEMA_HEAD}" in r.output, r.output
+    r = cli.invoke(main, ["db", "current", "--config", str(cfg)])
+    assert r.output.strip() == f"{SCHEMA_HEAD} (head)"
+    r = cli.invoke(main, ["db", "upgrade", "--config", str(cfg)])
+    assert r.exit_code == 0 and "current" in r.output
+    r = cli.invoke(main, ["keys", "list", "--config", str(cfg)])
+    assert r.exit_code == 0 and "(none)" in r.output
+
+
+def test_an_unreachable_database_is_one_line_from_the_cli(tmp_path: Any) -> None:
+    cfg = tmp_path / "chatgate.yaml"
+    cfg.write_text("database_url: postgresql://postgres@127.0.0.1:9/nothing\n")
+    r = CliRunner().invoke(main, ["db", "current", "--config", str(cfg)])
+    assert r.exit_code == 1 and r.output.startswith("chatgate: the database is unavailable")
+    assert "Traceback" not in r.output and len(r.output.strip().splitlines()) == 1
+
+
+def test_revisions_are_ordered() -> None:
+    assert list(REVISIONS) == sorted(REVISIONS) and REVISIONS[-1] == SCHEMA_HEAD
