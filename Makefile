@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint bench clean
+.PHONY: install run test test-embedded test-cluster lint bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -16,8 +16,27 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/chatgate serve $(ARGS)
 
+# The whole suite twice: the embedded backends (SQLite, in-memory limits), then the cluster
+# backends (PostgreSQL at 127.0.0.1:5432, Redis at 127.0.0.1:6379; .ci/run starts them). Both
+# passes always run and report on their own; the target fails if either fails.
+# One pass alone: `make test-embedded` / `make test-cluster` (PYTEST_ARGS passes through).
 test: $(STAMP)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	@failed=""; \
+	for backend in embedded cluster; do \
+	  echo "=== chatgate tests: $$backend pass ==="; \
+	  start=$$(date +%s); \
+	  CHATGATE_TEST_BACKEND=$$backend $(BIN)/python -m pytest $(PYTEST_ARGS) \
+	    || failed="$$failed $$backend"; \
+	  echo "=== $$backend pass done in $$(( $$(date +%s) - start )) s ==="; \
+	done; \
+	if [ -n "$$failed" ]; then echo "=== FAILED:$$failed pass(es) ==="; exit 1; fi; \
+	echo "=== both passes passed ==="
+
+test-embedded: $(STAMP)
+	CHATGATE_TEST_BACKEND=embedded $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-cluster: $(STAMP)
+	CHATGATE_TEST_BACKEND=cluster $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench

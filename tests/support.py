@@ -1,10 +1,15 @@
-"""Test support: run the real gateway as a subprocess on a free loopback port."""
+"""Test support: run the real gateway as a subprocess on a free loopback port.
+
+In the embedded pass (the default) each gateway has its own SQLite file; in the cluster pass
+(``CHATGATE_TEST_BACKEND=cluster``, see tests/services.py) its own fresh PostgreSQL database and
+a random prefix on the shared Redis. Replicas of one cluster are Servers given the same
+``database_url`` and ``redis_prefix``.
+"""
 
 from __future__ import annotations
 
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -14,6 +19,8 @@ from typing import Any
 
 import httpx
 import yaml
+
+from tests.services import CLUSTER, REDIS_URL, free_port, pg_connect, shared
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -25,27 +32,33 @@ PNG_1PX = (
 )
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class Server:
-    """A `chatgate serve` subprocess with its own config and SQLite database."""
+    """A `chatgate serve` subprocess with its own config and database: a SQLite file, or in
+    the cluster pass a fresh PostgreSQL database and a random Redis prefix. Pass
+    ``database_url``/``redis_prefix`` (and ``master_key``) to make replicas of one cluster;
+    ``extra`` (top-level config keys) wins over everything."""
 
     def __init__(
-        self, workdir: Path, extra: dict[str, Any] | None = None, args: tuple[str, ...] = ()
+        self,
+        workdir: Path,
+        extra: dict[str, Any] | None = None,
+        args: tuple[str, ...] = (),
+        *,
+        database_url: str | None = None,
+        redis_prefix: str | None = None,
+        master_key: str | None = None,
     ) -> None:
         self.args = args
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
-        self.master_key = "mk-test-" + os.urandom(8).hex()
+        self.master_key = master_key or "mk-test-" + os.urandom(8).hex()
         self.db_path = workdir / "chatgate.db"
+        if database_url is None:
+            database_url = shared.new_database() if CLUSTER else f"sqlite:///{self.db_path}"
         cfg: dict[str, Any] = {
             "listen": {"host": "127.0.0.1", "port": self.port},
-            "database_url": f"sqlite:///{self.db_path}",
+            "database_url": database_url,
             "master_key": "${TEST_MASTER_KEY}",
             "sandbox": True,
             "usage": {"flush_interval": 0.05},
@@ -54,7 +67,13 @@ class Server:
             "retry": {"max_attempts": 1},
             "circuit": {"failures": 1_000_000},
         }
+        if CLUSTER or redis_prefix is not None:
+            cfg["redis_url"] = REDIS_URL
+            cfg["redis_prefix"] = redis_prefix or shared.new_prefix()
         cfg.update(extra or {})
+        self.config = cfg
+        self.database_url: str = cfg["database_url"]
+        self.redis_prefix: str | None = cfg.get("redis_prefix")
         self.config_path = workdir / "chatgate.yaml"
         self.config_path.write_text(yaml.safe_dump(cfg))
         self.log_path = workdir / "server.log"
@@ -119,13 +138,40 @@ class Server:
         assert r.status_code == 201, r.text
         return str(r.json()["key"])
 
+    def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+        """Rows of a query on the gateway's database (SQLite or PostgreSQL), as dicts.
+        Placeholders are ``?`` for both (translated to ``%s`` for PostgreSQL)."""
+        if self.database_url.startswith("sqlite"):
+            path = self.database_url.split("///", 1)[1]
+            con = sqlite3.connect(path)
+            con.row_factory = sqlite3.Row
+            try:
+                return [dict(r) for r in con.execute(sql, params)]
+            finally:
+                con.close()
+        from psycopg.rows import dict_row
+
+        with pg_connect(self.database_url, row_factory=dict_row) as con:
+            return list(con.execute(sql.replace("?", "%s"), params))  # type: ignore[arg-type]
+
     def usage_rows(self) -> list[dict[str, Any]]:
-        con = sqlite3.connect(self.db_path)
-        con.row_factory = sqlite3.Row
-        try:
-            return [dict(r) for r in con.execute("SELECT * FROM usage ORDER BY created")]
-        finally:
-            con.close()
+        return self.query("SELECT * FROM usage ORDER BY created")
+
+    def stored_bytes(self) -> bytes:
+        """Everything the database holds, as bytes (to check what is never stored): the
+        SQLite file and its WAL, or every row of every PostgreSQL table as text."""
+        if self.database_url.startswith("sqlite"):
+            path = Path(self.database_url.split("///", 1)[1])
+            wal = Path(str(path) + "-wal")
+            return path.read_bytes() + (wal.read_bytes() if wal.exists() else b"")
+        tables = self.query(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'"
+        )
+        out = []
+        for t in tables:
+            name = t["table_name"]
+            out += [str(r["row"]) for r in self.query(f'SELECT t::text AS row FROM "{name}" t')]
+        return "\n".join(out).encode()
 
     def wait_usage_ids(self, ids: set[str], timeout: float = 10.0) -> dict[str, dict[str, Any]]:
         """Wait until the rows of these request ids are written; return them by id."""
