@@ -156,6 +156,9 @@ class Config(_C):
     prices: dict[str, Price] = field(default_factory=dict)
     # failed authentications from one address within a minute before answers slow down
     auth_failures_per_minute: int = 20
+    # SIGTERM/SIGINT: requests and streams in flight get this long to finish
+    shutdown_grace_seconds: float = 30.0
+    keep_alive_seconds: float = 5.0  # an idle client connection is closed after this long
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
 

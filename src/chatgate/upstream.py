@@ -8,10 +8,13 @@ from collections.abc import AsyncIterator
 from types import TracebackType
 
 import aiohttp
+from yarl import URL
 
 from .config import Timeouts
 from .errors import StreamInterrupted, UpstreamTimeout, UpstreamUnavailable
 from .providers.base import UpstreamRequest
+
+USER_AGENT = "chatgate/0.1"
 
 
 class Upstream:
@@ -23,12 +26,14 @@ class Upstream:
         connector = aiohttp.TCPConnector(
             limit=self._max, limit_per_host=0, keepalive_timeout=60, ttl_dns_cache=300
         )
+        # No session-wide headers, skip list or cookies: aiohttp merges each of them into
+        # every request (a sixth of the client's CPU per call); each call carries its own
+        # User-Agent instead, and vendors set no cookies a gateway should replay.
         self._session = aiohttp.ClientSession(
             connector=connector,
             timeout=aiohttp.ClientTimeout(total=None),
             auto_decompress=True,
-            skip_auto_headers=("User-Agent",),
-            headers={"User-Agent": "chatgate/0.1"},
+            cookie_jar=aiohttp.DummyCookieJar(),
         )
 
     async def close(self) -> None:
@@ -39,6 +44,28 @@ class Upstream:
     def send(self, ureq: UpstreamRequest, timeouts: Timeouts) -> Call:
         assert self._session is not None, "Upstream.start() was not awaited"
         return Call(self._session, ureq, timeouts)
+
+
+_URLS: dict[str, URL] = {}  # parsed once: a deployment's few URLs are reused by every call
+_TIMEOUTS: dict[float, aiohttp.ClientTimeout] = {}
+
+
+def _url(url: str) -> URL:
+    got = _URLS.get(url)
+    if got is None:
+        if len(_URLS) > 4096:  # bounded: URLs carry model names, a finite set in practice
+            _URLS.clear()
+        got = _URLS[url] = URL(url)
+    return got
+
+
+def _timeout(connect: float) -> aiohttp.ClientTimeout:
+    got = _TIMEOUTS.get(connect)
+    if got is None:
+        got = _TIMEOUTS[connect] = aiohttp.ClientTimeout(
+            total=None, connect=connect, sock_connect=connect
+        )
+    return got
 
 
 class Call:
@@ -60,14 +87,16 @@ class Call:
         loop = asyncio.get_running_loop()
         t = self._t
         self._deadline = loop.time() + t.total
-        timeout = aiohttp.ClientTimeout(total=None, connect=t.connect, sock_connect=t.connect)
+        headers = self._ureq.headers
+        if not any(k.lower() == "user-agent" for k in headers):  # a configured one wins
+            headers["User-Agent"] = USER_AGENT
         try:
             async with asyncio.timeout(min(t.first_byte, t.total)):
                 self._resp = await self._session.post(
-                    self._ureq.url,
+                    _url(self._ureq.url),
                     data=self._ureq.body,
-                    headers=self._ureq.headers,
-                    timeout=timeout,
+                    headers=headers,
+                    timeout=_timeout(t.connect),
                 )
         except TimeoutError:
             raise UpstreamTimeout(
