@@ -137,6 +137,10 @@ class App:
         self.cfg = cfg
         self.gw: Gateway | None = None
         self._on_ready = on_ready
+        self.draining = False  # shutting down: /ready says so, so balancers stop sending
+
+    def drain(self) -> None:
+        self.draining = True
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -200,6 +204,9 @@ class App:
                 await send_error(send, GatewayError("The gateway hit an internal error."))
 
     async def _ready(self, gw: Gateway, send: Send) -> None:
+        if self.draining:
+            await send_json(send, 503, {"status": "draining"})
+            return
         database = "ok"
         try:
             await asyncio.wait_for(gw.store.ping(), 5)
@@ -239,24 +246,3 @@ def _method(method: str, path: str) -> GatewayError:
 
 def print_banner(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
-
-
-def worker_app() -> App:
-    """The app of one ``chatgate serve --workers N`` process (uvicorn factory)."""
-    import json
-    import os
-
-    from .config import load
-
-    spec = json.loads(os.environ["CHATGATE_SERVE"])
-    cfg = load(spec["config"] or os.environ.get("CHATGATE_CONFIG") or None)
-    logging.basicConfig(
-        level=cfg.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    return App(
-        cfg,
-        on_ready=lambda gw: print_banner(
-            f"[worker {os.getpid()}] " + gw.banner(spec["host"], spec["port"])
-        ),
-    )

@@ -49,43 +49,46 @@ def main() -> None:
     type=click.IntRange(min=1),
     default=1,
     show_default=True,
-    help="Processes sharing the port (limits are per process until cluster mode's Redis).",
+    help="Processes sharing the port (SO_REUSEPORT); with redis_url set, limits are shared.",
 )
-def serve(config_path: str | None, host: str | None, port: int | None, workers: int) -> None:
-    """Run the gateway (uvicorn + uvloop + httptools)."""
-    import uvicorn
-
+@click.option("--reuse-port", is_flag=True, hidden=True, help="Listen with SO_REUSEPORT.")
+def serve(
+    config_path: str | None, host: str | None, port: int | None, workers: int, reuse_port: bool
+) -> None:
+    """Run the gateway (httptools on uvloop)."""
     cfg = _config(config_path)
     host = host or cfg.listen.host
     port = port if port is not None else cfg.listen.port
-    settings: dict[str, Any] = dict(
-        host=host,
-        port=port,
-        loop="uvloop",
-        http="httptools",
-        lifespan="on",
-        access_log=False,
-        log_level="warning" if cfg.log_level != "debug" else "debug",
-        timeout_graceful_shutdown=30,
-        server_header=False,
-        date_header=False,
-        proxy_headers=cfg.proxy_headers,  # off: no X-Forwarded-* middleware per request
-    )
     if workers > 1:
-        # each worker process builds its own app from the same config (by path)
-        os.environ["CHATGATE_SERVE"] = json.dumps(
-            {"config": config_path, "host": host, "port": port}
-        )
-        uvicorn.run("chatgate.app:worker_app", factory=True, workers=workers, **settings)
-        return
+        from .server import workers_supervise
+
+        _logging(cfg)
+        # migrate once here, so that the workers do not race each other doing it
+        _open_store(cfg, lambda store: store.schema_version())
+        argv = ["-m", "chatgate", "serve", "--host", host, "--port", str(port), "--reuse-port"]
+        if config_path:
+            argv += ["--config", config_path]
+        sys.exit(workers_supervise(argv, workers, cfg.shutdown_grace_seconds))
     from .app import App, print_banner
+    from .server import Server, run
 
     _logging(cfg)
-    app = App(cfg, on_ready=lambda gw: print_banner(gw.banner(host, port)))
-    server = uvicorn.Server(uvicorn.Config(app, **settings))
-    server.run()
-    if not server.started:
-        sys.exit(1)
+    worker = os.environ.get("CHATGATE_WORKER")
+    prefix = f"[worker {os.getpid()}] " if worker is not None else ""
+    app = App(cfg, on_ready=lambda gw: print_banner(prefix + gw.banner(host, port)))
+    server = Server(
+        app,
+        host,
+        port,
+        grace=cfg.shutdown_grace_seconds,
+        keep_alive=cfg.keep_alive_seconds,
+        proxy_headers=cfg.proxy_headers,
+        reuse_port=reuse_port,
+        on_draining=app.drain,
+    )
+    code = run(server)
+    if code:
+        sys.exit(code)
 
 
 def _logging(cfg: Config) -> None:

@@ -23,6 +23,7 @@ from ..schema import ChatRequest, Usage, decode_request
 from ..store import KeyRecord, UsageRow
 from .http import (
     ClientGone,
+    DisconnectWatch,
     Receive,
     Scope,
     Send,
@@ -101,7 +102,7 @@ async def handle_chat(gw: Gateway, scope: Scope, receive: Receive, send: Send) -
     base_headers = [(b"x-request-id", echo)]
     task = asyncio.current_task()
     assert task is not None
-    watcher: asyncio.Task[None] | None = None
+    watcher: DisconnectWatch | None = None
     try:
         client = scope.get("client")
         key = await gw.auth.authenticate(
@@ -124,7 +125,7 @@ async def handle_chat(gw: Gateway, scope: Scope, receive: Receive, send: Send) -
         if policy != UNLIMITED:
             rec.admission = await _admit(gw, key.id, policy, plans, body)
             base_headers.extend((k.encode(), v.encode()) for k, v in rec.admission.headers.items())
-        watcher = asyncio.get_running_loop().create_task(_watch_disconnect(receive, task))
+        watcher = DisconnectWatch(scope, receive, task)
         await _attempts(gw, req, plans, chain, rec, send, base_headers, t0, watcher)
     except GatewayError as err:
         rec.status = err.status
@@ -238,7 +239,7 @@ async def _attempts(
     send: Send,
     headers: list[tuple[bytes, bytes]],
     t0: float,
-    watcher: asyncio.Task[None],
+    watcher: DisconnectWatch,
 ) -> None:
     """Try deployments until one answers: first every untried healthy deployment (priority
     groups, then fallback models), then, after a jittered backoff that honours retry-after
@@ -311,7 +312,7 @@ async def _one(
     send: Send,
     headers: list[tuple[bytes, bytes]],
     t0: float,
-    watcher: asyncio.Task[None],
+    watcher: DisconnectWatch,
     attempt: int,
 ) -> GatewayError | None:
     """One attempt on one deployment; the error if it failed in a way worth reporting to
@@ -431,14 +432,6 @@ def _resolve(gw: Gateway, key: KeyRecord, model: str) -> None:
         raise PermissionDenied(
             f"This API key is not allowed to use the model `{model}`.", param="model"
         )
-
-
-async def _watch_disconnect(receive: Receive, task: asyncio.Task[None]) -> None:
-    while True:
-        msg = await receive()
-        if msg["type"] == "http.disconnect":
-            task.cancel()
-            return
 
 
 def _record(gw: Gateway, rid: str, rec: Record, t0: float) -> None:

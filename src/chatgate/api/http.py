@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -72,6 +73,41 @@ def _too_large(limit: int) -> str:
 
 class ClientGone(Exception):
     """The client disconnected before we could answer."""
+
+
+class DisconnectWatch:
+    """Cancels a request's task if its client goes away, until :meth:`cancel` disarms it.
+
+    On Chatgate's own server the connection calls back (the ``chatgate.on_disconnect``
+    extension): no extra task per request. On any other ASGI server a small task waits for
+    ``http.disconnect`` instead."""
+
+    __slots__ = ("_armed", "_task", "_waiter")
+
+    def __init__(self, scope: Scope, receive: Receive, task: asyncio.Task[Any]) -> None:
+        self._task = task
+        self._armed = True
+        self._waiter: asyncio.Task[None] | None = None
+        hook = (scope.get("extensions") or {}).get("chatgate.on_disconnect")
+        if hook is not None:
+            hook(self._fire)
+        else:
+            self._waiter = asyncio.get_running_loop().create_task(self._wait(receive))
+
+    async def _wait(self, receive: Receive) -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        self._fire()
+
+    def _fire(self) -> None:
+        if self._armed:
+            self._armed = False
+            self._task.cancel()
+
+    def cancel(self) -> None:
+        self._armed = False
+        if self._waiter is not None:
+            self._waiter.cancel()
 
 
 async def send_bytes(

@@ -17,7 +17,7 @@ from msgspec import Struct
 from ..errors import GatewayError, StreamInterrupted
 from ..providers.base import Context, StreamTranslator, UpstreamRequest
 from ..schema import Usage
-from .http import Send
+from .http import DisconnectWatch, Send
 
 if TYPE_CHECKING:
     from ..app import Gateway
@@ -100,7 +100,7 @@ async def stream_attempt(
     send: Send,
     headers: list[tuple[bytes, bytes]],
     t0: float,
-    watcher: asyncio.Task[None],
+    watcher: DisconnectWatch,
 ) -> None:
     """Relay one streamed attempt. Raises GatewayError only while nothing has been sent to
     the client (the caller may then fail over); once committed, errors end the stream with
