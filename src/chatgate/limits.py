@@ -15,7 +15,7 @@ from __future__ import annotations
 import calendar
 import inspect
 import time
-from collections import deque
+from array import array
 from collections.abc import Awaitable, Callable
 from typing import Literal, Protocol
 
@@ -172,13 +172,74 @@ def rate_headers(
     return h
 
 
-class _KeyState:
-    __slots__ = ("active", "period", "requests", "reserved", "spent", "tokens", "tokens_sum")
+class _Window:
+    """The last minute's entries (a time and an amount each), exact, in two flat arrays: 16
+    bytes an entry where a deque of [time, amount] lists took about 130 (at 3,000 requests/s a
+    key's windows held 40 MB; now 4 MB). Expired entries are skipped by a head index and
+    compacted away in bulk."""
+
+    __slots__ = ("amounts", "head", "times", "total")
 
     def __init__(self) -> None:
-        self.requests: deque[float] = deque()
-        self.tokens: deque[list[float]] = deque()  # [time, tokens]
-        self.tokens_sum = 0.0
+        self.times = array("d")
+        self.amounts = array("d")
+        self.head = 0
+        self.total = 0.0
+
+    def __len__(self) -> int:
+        return len(self.times) - self.head
+
+    def first(self) -> float | None:
+        return self.times[self.head] if len(self.times) > self.head else None
+
+    def add(self, t: float, amount: float) -> None:
+        self.times.append(t)
+        self.amounts.append(amount)
+        self.total += amount
+
+    def expire(self, horizon: float) -> None:
+        times, h, n = self.times, self.head, len(self.times)
+        if h == n or times[h] > horizon:
+            return
+        amounts = self.amounts
+        while h < n and times[h] <= horizon:
+            self.total -= amounts[h]
+            h += 1
+        if h == n:  # all expired: start over
+            del times[:], amounts[:]
+            h = 0
+            self.total = 0.0
+        elif h > 1024 and h * 2 > n:
+            del times[:h], amounts[:h]
+            h = 0
+        self.head = h
+
+    def wait_to_free(self, need: float, now: float) -> float:
+        """Seconds until entries adding up to ``need`` have left the window."""
+        freed, wait = 0.0, 0.0
+        for i in range(self.head, len(self.times)):
+            freed += self.amounts[i]
+            wait = self.times[i] + WINDOW - now
+            if freed >= need:
+                break
+        return wait
+
+    def adjust(self, old: float, new: float) -> None:
+        """Replace the newest entry of amount ``old`` by ``new`` (a settled estimate)."""
+        amounts = self.amounts
+        for i in range(len(amounts) - 1, self.head - 1, -1):
+            if amounts[i] == old:
+                amounts[i] = new
+                self.total += new - old
+                return
+
+
+class _KeyState:
+    __slots__ = ("active", "period", "requests", "reserved", "spent", "tokens")
+
+    def __init__(self) -> None:
+        self.requests = _Window()  # amounts unused (0)
+        self.tokens = _Window()
         self.active = 0
         self.period: float | None = None
         self.spent = 0  # settled micro-USD in the current period
@@ -216,29 +277,21 @@ class MemoryLimiter:
 
     def _expire(self, st: _KeyState, now: float) -> None:
         horizon = now - WINDOW
-        while st.requests and st.requests[0] <= horizon:
-            st.requests.popleft()
-        while st.tokens and st.tokens[0][0] <= horizon:
-            st.tokens_sum -= st.tokens.popleft()[1]
+        st.requests.expire(horizon)
+        st.tokens.expire(horizon)
 
     async def admit(self, key_id: str, policy: Policy, tokens: int, micros: int) -> Admission:
         now = self._clock()
         st = await self._state(key_id, policy, now)
         self._expire(st, now)
         if policy.rpm is not None and len(st.requests) >= policy.rpm:
-            raise rpm_exceeded(policy, st.requests[0] + WINDOW - now)
+            raise rpm_exceeded(policy, st.requests.times[st.requests.head] + WINDOW - now)
         if policy.tpm is not None:
             if tokens > policy.tpm:
                 raise tokens_never_fit(policy, tokens)
-            if st.tokens_sum + tokens > policy.tpm:
-                need = st.tokens_sum + tokens - policy.tpm
-                wait, freed = 0.0, 0.0
-                for t, n in st.tokens:
-                    freed += n
-                    wait = t + WINDOW - now
-                    if freed >= need:
-                        break
-                raise tpm_exceeded(policy, wait)
+            if st.tokens.total + tokens > policy.tpm:
+                need = st.tokens.total + tokens - policy.tpm
+                raise tpm_exceeded(policy, st.tokens.wait_to_free(need, now))
         if policy.max_concurrency is not None and st.active >= policy.max_concurrency:
             raise concurrency_exceeded(policy)
         if policy.budget_micros is not None:
@@ -246,10 +299,9 @@ class MemoryLimiter:
                 left = policy.budget_micros - st.spent - st.reserved
                 raise budget_exceeded(policy, micros, left, now)
             st.reserved += micros
-        st.requests.append(now)
+        st.requests.add(now, 0.0)
         if policy.tpm is not None:
-            st.tokens.append([now, float(tokens)])
-            st.tokens_sum += tokens
+            st.tokens.add(now, float(tokens))
         st.active += 1
         return Admission(
             key_id=key_id,
@@ -260,9 +312,15 @@ class MemoryLimiter:
         )
 
     def _headers(self, st: _KeyState, policy: Policy, now: float) -> dict[str, str]:
-        first = st.requests[0] if st.requests else now
-        first_tokens = st.tokens[0][0] if st.tokens else None
-        return rate_headers(policy, len(st.requests), first, st.tokens_sum, first_tokens, now)
+        first = st.requests.first()
+        return rate_headers(
+            policy,
+            len(st.requests),
+            now if first is None else first,
+            st.tokens.total,
+            st.tokens.first(),
+            now,
+        )
 
     async def settle(self, adm: Admission, tokens: int, micros: int) -> None:
         if adm.settled:
@@ -278,11 +336,7 @@ class MemoryLimiter:
             # the cost lands in the period current at settlement, as the usage row does
             st.spent += micros
         if tokens != adm.tokens:
-            for entry in reversed(st.tokens):
-                if entry[1] == adm.tokens:
-                    st.tokens_sum += tokens - entry[1]
-                    entry[1] = float(tokens)
-                    break
+            st.tokens.adjust(float(adm.tokens), float(tokens))
 
     async def spent(self, key_id: str, policy: Policy) -> int:
         st = await self._state(key_id, policy, self._clock())

@@ -250,3 +250,33 @@ def test_period_helpers() -> None:
     assert period_end("monthly", t) == calendar.timegm((2027, 1, 1, 0, 0, 0))
     assert period_start("total", t) == 0 and period_end("total", t) is None
     assert [go_duration(x) for x in (0.12, 1.0, 360.0)] == ["120ms", "1s", "6m0s"]
+
+
+def test_window_matches_a_naive_model_through_compaction() -> None:
+    """The flat-array window (expiry by head index, bulk compaction) keeps exactly the
+    entries of the last minute, with the right total, as a plain list would."""
+    import random
+
+    from chatgate.limits import WINDOW, _Window
+
+    rnd = random.Random(7)
+    w, model = _Window(), []
+    now = 0.0
+    for _ in range(20_000):
+        now += rnd.random() * 0.02
+        if rnd.random() < 0.02:
+            now += rnd.random() * 90  # a pause: everything may expire at once
+        w.expire(now - WINDOW)
+        model = [(t, a) for t, a in model if t > now - WINDOW]
+        amount = float(rnd.randint(1, 500))
+        w.add(now, amount)
+        model.append((now, amount))
+        if rnd.random() < 0.1 and model:
+            old = model[rnd.randrange(len(model))][1]
+            w.adjust(old, old + 1)
+            i = max(i for i, (_, a) in enumerate(model) if a == old)
+            model[i] = (model[i][0], old + 1)
+        assert len(w) == len(model)
+        assert w.first() == model[0][0]
+        assert abs(w.total - sum(a for _, a in model)) < 1e-6
+    assert len(w.times) < 2 * len(model) + 2048  # compacted, not growing without bound

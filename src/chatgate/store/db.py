@@ -16,10 +16,12 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
 from . import usage as u
 
@@ -127,6 +129,9 @@ class PostgresDatabase(Database):
     dialect = "postgresql"
 
     def __init__(self, url: str) -> None:
+        # imported here: the async extension (and greenlet) cost SQLite users 8 MB for nothing
+        from sqlalchemy.ext.asyncio import create_async_engine
+
         self.engine: AsyncEngine = create_async_engine(
             url,
             pool_pre_ping=True,  # a connection from before a database restart is replaced
