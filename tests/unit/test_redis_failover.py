@@ -134,7 +134,7 @@ def test_settlements_held_during_an_outage_are_replayed(private_redis: PrivateRe
     async def go() -> None:
         slot = await lim.admit("c", conc, 1, 0)
         held = await lim.admit("m", budget, 1, 500)
-        admin.execute_command("CLIENT", "PAUSE", "1500", "ALL")
+        admin.execute_command("CLIENT", "PAUSE", "3500", "ALL")  # past CONFIRM_TIMEOUT
         await lim.settle(slot, 1, 0)  # times out: held back
         assert not lim.link.up
         await lim.settle(held, 1, 400)
@@ -189,3 +189,35 @@ async def _closing(coro: object, close: object) -> None:
         await coro  # type: ignore[misc]
     finally:
         await close()  # type: ignore[operator]
+
+
+def test_a_slow_redis_is_no_outage_budgets_stay_shared(private_redis: PrivateRedis) -> None:
+    """A call that outruns the short timeout while Redis still answers (a busy moment, not an
+    outage) is retried, not handed to this replica's own limits, where a budget is not
+    shared: the link stays up and the reservation is seen by another replica."""
+    clock = Clock()
+    a, close_a = redis_limiter("cgt-slow:", lambda key, start: 0, clock, url=private_redis.url)
+    b, close_b = redis_limiter("cgt-slow:", lambda key, start: 0, clock, url=private_redis.url)
+    budget = Policy(budget_micros=1000)
+    admin = redis.Redis(port=private_redis.port)
+
+    async def go() -> None:
+        await b.admit("s", budget, 1, 0)  # b's connection is up before the pause
+        admin.execute_command("CLIENT", "PAUSE", "1000", "ALL")  # > TIMEOUT, < CONFIRM
+        adm = await a.admit("s", budget, 1, 600)
+        assert a.link.up, "a slow call must not switch to local limits"
+        with pytest.raises(BudgetExceeded):  # b sees a's reservation: one shared budget
+            await b.admit("s", budget, 1, 600)
+        await a.settle(adm, 1, 500)
+        assert await b.spent("s", budget) == 500
+
+    async def both() -> None:
+        try:
+            await go()
+        finally:
+            await close_b()
+
+    try:
+        asyncio.run(_closing(both(), close_a))
+    finally:
+        admin.close()

@@ -133,13 +133,20 @@ class RedisLimiter:
     # --- admit -----------------------------------------------------------------------
 
     async def admit(self, key_id: str, policy: Policy, tokens: int, micros: int) -> Admission:
-        if self.link.up:
+        for _ in range(2):  # a failure that is no outage is retried once (confirm_down)
+            if not self.link.up:
+                break
             try:
                 if self._held or self._outage:
                     await self._catch_up()
                 return await self._admit_shared(key_id, policy, tokens, micros)
             except REDIS_ERRORS as exc:
-                self.link.failed(exc)
+                if await self.link.confirm_down(exc):
+                    break
+        else:
+            # Redis answers but this admit failed twice: refuse this one request rather than
+            # admit it against this replica's own (unshared) budget view
+            raise limits_unavailable()
         if self._fail_closed:
             raise limits_unavailable()
         return await self._admit_local(key_id, policy, tokens, micros)
@@ -237,14 +244,17 @@ class RedisLimiter:
             *(self._spent_key(adm.key_id, p, now) for p in PERIODS),
         ]
         args = [adm.lease, str(adm.tokens), str(tokens), str(adm.micros), str(micros)]
-        if self.link.up:
+        for _ in range(2):  # a failure that is no outage is retried once (confirm_down)
+            if not self.link.up:
+                break
             try:
                 if self._held or self._outage:
                     await self._catch_up()
                 await self._settle_script(keys, args)
                 return
             except REDIS_ERRORS as exc:
-                self.link.failed(exc)
+                if await self.link.confirm_down(exc):
+                    break
         self._hold(keys, args)
 
     def _hold(self, keys: list[str], args: list[str]) -> None:

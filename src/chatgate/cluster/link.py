@@ -27,7 +27,11 @@ from ..errors import GatewayError
 
 log = logging.getLogger("chatgate.cluster")
 
-TIMEOUT = 0.25  # seconds: connect and socket timeout of every Redis call
+TIMEOUT = 0.5  # seconds: connect and socket timeout of every Redis call
+# A failed call is an outage only if a ping on a separate connection with this much time
+# also fails: a burst that outruns the short timeout (a busy event loop, a pool filling up)
+# must not switch a replica to its own limits, where budgets are not shared.
+CONFIRM_TIMEOUT = 2.0
 POOL_SIZE = 64  # connections per process; a burst past it waits for one (POOL_WAIT)
 POOL_WAIT = 1.0
 PROBE_INTERVAL = 0.5  # seconds between pings while Redis is down
@@ -94,6 +98,7 @@ class RedisLink:
         self.on_failure: FailurePolicy = on_failure
         self.where = where(url)
         self.client = make_client(url)
+        self._prober = make_client(url, timeout=CONFIRM_TIMEOUT, pool_size=2)
         self.up = True  # until the first failure (start() checks)
         self._probe_interval = probe_interval
         self._recovery: list[Callable[[], Awaitable[None]]] = []
@@ -113,6 +118,20 @@ class RedisLink:
             self.failed(exc)
         else:
             log.info("cluster mode: Redis at %s (prefix %r)", self.where, self.prefix)
+
+    async def confirm_down(self, exc: BaseException) -> bool:
+        """A call failed with ``exc``: is Redis really unreachable? Only a failed ping on a
+        connection of its own says so (then the failure policy takes over); otherwise the
+        caller retries its call once."""
+        if not self.up:
+            return True
+        try:
+            await asyncio.wait_for(self._prober.ping(), CONFIRM_TIMEOUT)
+        except REDIS_ERRORS:
+            self.failed(exc)
+            return True
+        log.debug("a Redis call failed (%s) but Redis answers: retrying it", type(exc).__name__)
+        return False
 
     def failed(self, exc: BaseException) -> None:
         """A Redis call failed: switch to the failure policy (logged once per outage)."""
@@ -178,3 +197,5 @@ class RedisLink:
                     await task
         with contextlib.suppress(*REDIS_ERRORS):
             await self.client.aclose()
+        with contextlib.suppress(*REDIS_ERRORS):
+            await self._prober.aclose()
