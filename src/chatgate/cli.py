@@ -59,6 +59,14 @@ def serve(
     cfg = _config(config_path)
     host = host or cfg.listen.host
     port = port if port is not None else cfg.listen.port
+    if cfg.tracing is not None:
+        from .observe.tracing import TracingUnavailable, require_otel
+
+        try:
+            require_otel()
+        except TracingUnavailable as exc:
+            click.echo(f"chatgate: {exc}", err=True)
+            sys.exit(2)
     if workers > 1:
         from .server import workers_supervise
 
@@ -75,7 +83,11 @@ def serve(
     _logging(cfg)
     worker = os.environ.get("CHATGATE_WORKER")
     prefix = f"[worker {os.getpid()}] " if worker is not None else ""
-    app = App(cfg, on_ready=lambda gw: print_banner(prefix + gw.banner(host, port)))
+    # with log_format json, the banner is one log line like every other, not a block of text
+    banner: Callable[[str], None] = (
+        logging.getLogger("chatgate").info if cfg.log_format == "json" else print_banner
+    )
+    app = App(cfg, on_ready=lambda gw: banner(prefix + gw.banner(host, port)))
     server = Server(
         app,
         host,
@@ -92,10 +104,9 @@ def serve(
 
 
 def _logging(cfg: Config) -> None:
-    logging.basicConfig(
-        level=cfg.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    from .observe.logs import configure
+
+    configure(cfg)  # log_level, log_format (text | json), access_log
 
 
 def _open_store(cfg: Config, work: Callable[[Any], Awaitable[T]], migrate: bool = True) -> T:
@@ -176,6 +187,11 @@ def _policy_options(f: Any) -> Any:
             help="When the budget resets (UTC).",
         ),
         click.option("--expires-in", metavar="DURATION", help="Expire after e.g. 30d, 12h."),
+        click.option(
+            "--log-prompts/--no-log-prompts",
+            default=None,
+            help="Write this key's prompts into the access log (metadata.log_prompts).",
+        ),
         click.option("--config", "config_path", metavar="PATH", help=CONFIG_HELP),
     ]
     for option in reversed(options):
@@ -210,6 +226,8 @@ def _describe(rec: Any) -> str:
     for name in ("rpm", "tpm", "max_concurrency"):
         if getattr(rec, name) is not None:
             parts.append(f"{name} {getattr(rec, name)}")
+    if (rec.metadata or {}).get("log_prompts") is True:
+        parts.append("prompts logged")
     return "; ".join(parts)
 
 
@@ -220,6 +238,8 @@ def keys_create(name: str, config_path: str | None, **opts: Any) -> None:
     """Create a key and print it once: it cannot be shown again."""
     cfg = _config(config_path)
     values = _policy_values(cfg, opts)
+    if opts.get("log_prompts"):
+        values["metadata"] = {"log_prompts": True}
     key, rec = _open_store(cfg, lambda store: store.keys.create(name, **values))
     click.echo(key)
     click.echo(
@@ -244,7 +264,20 @@ def keys_update(
         values["name"] = name
     if enabled is not None:
         values["enabled"] = enabled
-    rec = _open_store(cfg, lambda store: store.keys.update(key_id, values))
+    log_prompts = opts.get("log_prompts")
+
+    async def update(store: Any) -> Any:
+        if log_prompts is not None:  # one entry of the metadata; the rest stays
+            old = await store.keys.get(key_id)
+            metadata = dict((old.metadata if old is not None else None) or {})
+            if log_prompts:
+                metadata["log_prompts"] = True
+            else:
+                metadata.pop("log_prompts", None)
+            values["metadata"] = metadata or None
+        return await store.keys.update(key_id, values)
+
+    rec = _open_store(cfg, update)
     if rec is None:
         click.echo(f"no active key with id {key_id}", err=True)
         sys.exit(1)

@@ -137,6 +137,24 @@ class UsageSettings(_C):
     spool_max_mb: float = 512
 
 
+class MetricsSettings(_C):
+    """GET /metrics (Prometheus text format)."""
+
+    enabled: bool = True
+    public: bool = False  # true: no bearer needed (e.g. a port only Prometheus reaches)
+    token: str | None = None  # a scrape-only bearer accepted besides the master key
+
+
+class TracingSettings(_C):
+    """OpenTelemetry traces, exported by OTLP/HTTP (needs the `otel` extra)."""
+
+    otlp_endpoint: str  # the collector, e.g. http://otel-collector:4318 (/v1/traces added)
+    service_name: str = "chatgate"
+    sample_ratio: float = 1.0  # of new traces; a client's sampled flag is honoured
+    headers: dict[str, str] = field(default_factory=dict)  # sent to the collector (auth)
+    export_interval: float = 1.0  # seconds between batched exports
+
+
 class Config(_C):
     listen: Listen = field(default_factory=Listen)
     database_url: str = "sqlite:///./chatgate.db"
@@ -177,6 +195,11 @@ class Config(_C):
     shutdown_grace_seconds: float = 30.0
     keep_alive_seconds: float = 5.0  # an idle client connection is closed after this long
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # text: lines for humans; json: one JSON object a line (the access log is JSON in both)
+    log_format: Literal["text", "json"] = "text"
+    access_log: bool = True  # one JSON line per chat request on the chatgate.access logger
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    tracing: TracingSettings | None = None  # OpenTelemetry spans, off unless configured
 
 
 # --- loading ---------------------------------------------------------------------------
@@ -373,6 +396,17 @@ def _check(cfg: Config, source: str) -> None:
             raise ConfigError(f"{source}: usage.{key}: must be at least 1")
     if cfg.usage.spool_max_mb <= 0:
         raise ConfigError(f"{source}: usage.spool_max_mb: must be more than 0")
+    if cfg.tracing is not None:
+        if not cfg.tracing.otlp_endpoint.startswith(("http://", "https://")):
+            raise ConfigError(
+                f"{source}: tracing.otlp_endpoint: must start with http:// or https://"
+            )
+        if not 0.0 <= cfg.tracing.sample_ratio <= 1.0:
+            raise ConfigError(f"{source}: tracing.sample_ratio: must be between 0 and 1")
+        if cfg.tracing.export_interval <= 0:
+            raise ConfigError(f"{source}: tracing.export_interval: must be more than 0")
+    if cfg.metrics.token is not None and len(cfg.metrics.token) < 16:
+        raise ConfigError(f"{source}: metrics.token: must be at least 16 characters")
     for name, prov in cfg.providers.items():
         if not prov.base_url.startswith(("http://", "https://")):
             raise ConfigError(

@@ -47,6 +47,7 @@ class Health:
 
     __slots__ = (
         "cooled_until",
+        "errors",
         "ewma_ttft",
         "failures",
         "in_flight",
@@ -65,6 +66,8 @@ class Health:
         self.cooled_until = 0.0  # after a 429: until its retry-after
         self.successes = 0
         self.total_failures = 0
+        # failed attempts by HTTP status (499: abandoned by the client), for /metrics
+        self.errors: dict[int, int] = {}
 
 
 class Target(Struct):
@@ -280,6 +283,8 @@ class Router:
         h = t.health
         h.in_flight -= 1
         h.probing = False
+        status = err.status if err is not None else 499
+        h.errors[status] = h.errors.get(status, 0) + 1
         if err is None:
             return
         now = self._clock()

@@ -6,13 +6,18 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from types import TracebackType
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from yarl import URL
 
 from .config import Timeouts
 from .errors import StreamInterrupted, UpstreamTimeout, UpstreamUnavailable
+from .observe.tracing import incoming
 from .providers.base import UpstreamRequest
+
+if TYPE_CHECKING:
+    from .observe.tracing import Tracer
 
 USER_AGENT = "chatgate/0.1"
 
@@ -21,6 +26,9 @@ class Upstream:
     def __init__(self, max_connections: int = 1024) -> None:
         self._max = max_connections
         self._session: aiohttp.ClientSession | None = None
+        # with tracing on, each call is a span whose context goes upstream as traceparent;
+        # without, the client's own valid traceparent is passed on unchanged
+        self.tracer: Tracer | None = None
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(
@@ -43,7 +51,7 @@ class Upstream:
 
     def send(self, ureq: UpstreamRequest, timeouts: Timeouts) -> Call:
         assert self._session is not None, "Upstream.start() was not awaited"
-        return Call(self._session, ureq, timeouts)
+        return Call(self._session, ureq, timeouts, self.tracer)
 
 
 _URLS: dict[str, URL] = {}  # parsed once: a deployment's few URLs are reused by every call
@@ -73,11 +81,17 @@ class Call:
     headers once the first byte arrived; then ``await call.read()`` or ``call.batches()``."""
 
     def __init__(
-        self, session: aiohttp.ClientSession, ureq: UpstreamRequest, timeouts: Timeouts
+        self,
+        session: aiohttp.ClientSession,
+        ureq: UpstreamRequest,
+        timeouts: Timeouts,
+        tracer: Tracer | None = None,
     ) -> None:
         self._session = session
         self._ureq = ureq
         self._t = timeouts
+        self._tracer = tracer
+        self._span: Any = None
         self._resp: aiohttp.ClientResponse | None = None
         self._deadline = 0.0
         self.status = 0
@@ -90,6 +104,14 @@ class Call:
         headers = self._ureq.headers
         if not any(k.lower() == "user-agent" for k in headers):  # a configured one wins
             headers["User-Agent"] = USER_AGENT
+        tracer = self._tracer
+        if tracer is not None:
+            self._span, traceparent = tracer.upstream(self._ureq.url)
+            headers = {**headers, "traceparent": traceparent}
+        else:
+            passed = incoming.get()
+            if passed is not None:
+                headers = {**headers, "traceparent": passed}
         try:
             async with asyncio.timeout(min(t.first_byte, t.total)):
                 self._resp = await self._session.post(
@@ -99,16 +121,24 @@ class Call:
                     timeout=_timeout(t.connect),
                 )
         except TimeoutError:
+            self._end_span("upstream_timeout")
             raise UpstreamTimeout(
                 "The upstream provider did not answer in time.", code="upstream_timeout"
             ) from None
         except aiohttp.ClientConnectorError:
+            self._end_span("upstream_unavailable")
             raise UpstreamUnavailable("The upstream provider could not be reached.") from None
         except (aiohttp.ClientError, OSError) as exc:
+            self._end_span("upstream_unavailable")
             raise UpstreamUnavailable(
                 f"The connection to the upstream provider failed ({type(exc).__name__})."
             ) from None
+        except BaseException:  # cancelled
+            self._end_span("cancelled")
+            raise
         self.status = self._resp.status
+        if tracer is not None and self._span is not None:
+            tracer.upstream_status(self._span, self.status)
         self.headers = {k.lower(): v for k, v in self._resp.headers.items()}
         return self
 
@@ -124,6 +154,13 @@ class Call:
                 resp.release()
             else:
                 resp.close()  # an unfinished body: drop the connection, don't reuse it
+        if self._span is not None:
+            self._end_span(None if et is None else getattr(ev, "code", None) or et.__name__)
+
+    def _end_span(self, error: str | None) -> None:
+        span, self._span = self._span, None
+        if span is not None and self._tracer is not None:
+            self._tracer.upstream_end(span, error)
 
     async def read(self) -> bytes:
         assert self._resp is not None

@@ -16,6 +16,7 @@ import msgspec
 from ..config import RetrySettings
 from ..errors import GatewayError, InvalidRequest, ModelNotFound, PermissionDenied, UpstreamError
 from ..limits import Admission, Policy
+from ..observe.logs import wants_prompts
 from ..pricing import usd
 from ..providers.base import Context, apply_profile
 from ..router import context_exceeded, retryable
@@ -56,12 +57,15 @@ class Record:
         "calls",
         "committed",
         "cost",
+        "deployment",
         "error_type",
         "frames",
         "key_id",
         "model",
         "owner",
+        "prompt",
         "provider",
+        "requested",
         "status",
         "stream",
         "stream_error",
@@ -90,6 +94,9 @@ class Record:
         self.committed = False  # response headers sent: no more failover
         self.stream_error: GatewayError | None = None
         self.attempts = 0  # upstream attempts made for this request
+        self.requested: str | None = None  # the model the client asked for
+        self.deployment: str | None = None  # the deployment of the last attempt
+        self.prompt: bytes | None = None  # the body, for a key that logs its prompts
 
 
 async def handle_chat(gw: Gateway, scope: Scope, receive: Receive, send: Send) -> None:
@@ -103,6 +110,7 @@ async def handle_chat(gw: Gateway, scope: Scope, receive: Receive, send: Send) -
     task = asyncio.current_task()
     assert task is not None
     watcher: DisconnectWatch | None = None
+    trace = gw.obs.begin(scope, rec)
     try:
         client = scope.get("client")
         key = await gw.auth.authenticate(
@@ -112,8 +120,10 @@ async def handle_chat(gw: Gateway, scope: Scope, receive: Receive, send: Send) -
         rec.owner = key.owner
         check_json_content_type(scope)
         body = await read_body(scope, receive, gw.cfg.max_body_bytes)
+        if key.metadata is not None and wants_prompts(key.metadata):
+            rec.prompt = body  # this key asked for its prompts to be logged
         req = decode_request(body)
-        rec.model = req.model
+        rec.model = rec.requested = req.model
         rec.stream = bool(req.stream)
         extra = [*(req.models or ()), *(req.fallbacks or ())]
         if extra:
@@ -158,7 +168,7 @@ async def handle_chat(gw: Gateway, scope: Scope, receive: Receive, send: Send) -
         if watcher is not None:
             watcher.cancel()
         await _settle(gw, rec)
-        _record(gw, rid, rec, t0)
+        gw.obs.end(_record(gw, rid, rec, t0), rec, trace)
 
 
 # --- planning ----------------------------------------------------------------------------
@@ -224,7 +234,11 @@ async def _admit(
                     code="price_unknown",
                 )
             micros = max(micros, worst)
-    return await gw.limiter.admit(key_id, policy, tokens, micros)
+    try:
+        return await gw.limiter.admit(key_id, policy, tokens, micros)
+    except GatewayError as refused:
+        gw.obs.metrics.refused("key", refused)
+        raise
 
 
 # --- attempts ----------------------------------------------------------------------------
@@ -248,6 +262,7 @@ async def _attempts(
     router = gw.router
     loop = asyncio.get_running_loop()
     deadline = loop.time() + retry.deadline
+    tracer = gw.obs.tracer
     attempts = 0
     tried: set[str] = set()
     last: GatewayError | None = None
@@ -267,7 +282,8 @@ async def _attempts(
                 rec.attempts = attempts
                 progressed = True
                 tried.add(t.name)
-                err = await _one(gw, plan, rec, send, headers, t0, watcher, attempts)
+                one = _one(gw, plan, rec, send, headers, t0, watcher, attempts)
+                err = await (one if tracer is None else tracer.attempt(one, t, attempts))
                 if err is None:
                     return
                 last = err
@@ -320,6 +336,7 @@ async def _one(
     t = plan.target
     router = gw.router
     rec.provider = t.provider_name
+    rec.deployment = t.name
     rec.upstream_model = t.deployment.model
     rec.model = plan.ctx.public_model
     rec.calls = plan.calls
@@ -337,6 +354,7 @@ async def _one(
         try:
             slot = await router.capacity.admit(t.name, cap, tokens, 0)
         except GatewayError as full:  # this deployment's own ceiling: try another
+            gw.obs.metrics.refused("deployment", full)
             router.release(t)
             return full
     router.begin(t)
@@ -434,28 +452,28 @@ def _resolve(gw: Gateway, key: KeyRecord, model: str) -> None:
         )
 
 
-def _record(gw: Gateway, rid: str, rec: Record, t0: float) -> None:
+def _record(gw: Gateway, rid: str, rec: Record, t0: float) -> UsageRow:
     u = rec.usage
-    gw.writer.record(
-        UsageRow(
-            request_id=rid,
-            created=time.time(),
-            key_id=rec.key_id,
-            model=rec.model,
-            provider=rec.provider,
-            upstream_model=rec.upstream_model,
-            stream=rec.stream,
-            status=rec.status,
-            error_type=rec.error_type,
-            prompt_tokens=u.prompt_tokens if u else None,
-            completion_tokens=u.completion_tokens if u else None,
-            total_tokens=u.total_tokens if u else None,
-            cached_tokens=u.cached_tokens if u else None,
-            reasoning_tokens=u.reasoning_tokens if u else None,
-            latency_ms=(_perf() - t0) * 1000.0,
-            ttft_ms=rec.ttft * 1000.0 if rec.ttft is not None else None,
-            upstream_request_id=rec.upstream_request_id,
-            owner=rec.owner,
-            cost_micros=rec.cost,
-        )
+    row = UsageRow(
+        request_id=rid,
+        created=time.time(),
+        key_id=rec.key_id,
+        model=rec.model,
+        provider=rec.provider,
+        upstream_model=rec.upstream_model,
+        stream=rec.stream,
+        status=rec.status,
+        error_type=rec.error_type,
+        prompt_tokens=u.prompt_tokens if u else None,
+        completion_tokens=u.completion_tokens if u else None,
+        total_tokens=u.total_tokens if u else None,
+        cached_tokens=u.cached_tokens if u else None,
+        reasoning_tokens=u.reasoning_tokens if u else None,
+        latency_ms=(_perf() - t0) * 1000.0,
+        ttft_ms=rec.ttft * 1000.0 if rec.ttft is not None else None,
+        upstream_request_id=rec.upstream_request_id,
+        owner=rec.owner,
+        cost_micros=rec.cost,
     )
+    gw.writer.record(row)
+    return row
