@@ -14,12 +14,14 @@ from typing import TYPE_CHECKING, Any
 from . import __version__
 from .api.admin import handle_admin, send_report
 from .api.chat import handle_chat
+from .api.dashboard import handle_dashboard, handle_ui
 from .api.http import Receive, Scope, Send, header, send_error, send_json
 from .api.models import handle_models
 from .auth import Authenticator
 from .config import Config
 from .errors import GatewayError, MethodNotAllowed, NotFound
 from .limits import Limiter, MemoryLimiter
+from .observe import Observer, handle_metrics
 from .pricing import PriceTable
 from .router import Router, needs_sandbox
 from .store import Store
@@ -64,7 +66,10 @@ class Gateway:
             spool_dir=cfg.usage.spool_dir,
             spool_max_mb=cfg.usage.spool_max_mb,
         )
+        # metrics, the access log and (when configured) OpenTelemetry traces
+        self.obs = Observer(cfg)
         self.upstream = Upstream()
+        self.upstream.tracer = self.obs.tracer
         # rebuilt in start() once the sandbox (if any) has its port
         self.router = Router(cfg, "http://127.0.0.1:1")
         self.sandbox: Any = None
@@ -95,6 +100,7 @@ class Gateway:
         if self.sandbox is not None:
             await self.sandbox.close()
         await self.store.close()
+        await self.obs.close()  # exports the last spans
 
     def banner(self, host: str, port: int) -> str:
         lines = [f"Chatgate {__version__} listening on http://{host}:{port}"]
@@ -192,8 +198,16 @@ class App:
                 await send_json(send, 200, {"status": "ok"})
             elif path == "/ready":
                 await self._ready(gw, send)
+            elif path == "/metrics":
+                if method != "GET":
+                    raise _method(method, path)
+                await handle_metrics(gw, scope, send)
+            elif path.startswith("/admin/dashboard/"):
+                await handle_dashboard(gw, scope, receive, send)
             elif path.startswith("/admin/"):
                 await handle_admin(gw, scope, receive, send)
+            elif path == "/ui" or path.startswith("/ui/"):
+                await handle_ui(scope, send)
             else:
                 raise NotFound(f"Unknown request URL: {method} {path}.", code="unknown_url")
         except GatewayError as err:

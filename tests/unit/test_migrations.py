@@ -1,5 +1,5 @@
 """Schema migrations on SQLite and PostgreSQL: the upgrade path from the first schema keeps
-the data (and backfills the daily rollup), replicas starting together migrate once,
+the data (and backfills the daily and hourly rollups), replicas starting together migrate once,
 ``auto_migrate: false`` refuses an old schema, and `chatgate db` shows and upgrades it."""
 
 from __future__ import annotations
@@ -68,7 +68,9 @@ def test_upgrade_from_the_first_schema_keeps_the_data(store_url: str) -> None:
             assert "usage_daily" not in await store.db.run(_tables)
             assert await store.migrate() == "0001"
             assert await store.schema_version() == SCHEMA_HEAD
-            assert {"api_keys", "usage", "usage_daily"} <= await store.db.run(_tables)
+            assert {"api_keys", "usage", "usage_daily", "usage_hourly"} <= await store.db.run(
+                _tables
+            )
             rec = await store.keys.get("key_old")
             assert rec is not None and rec.enabled and rec.budget_period == "total"
             assert rec.models == ("gpt-5.1",)
@@ -82,10 +84,91 @@ def test_upgrade_from_the_first_schema_keeps_the_data(store_url: str) -> None:
                     for k in ("avg_latency_ms", "avg_ttft_ms"):
                         assert d.pop(k) == pytest.approx(r.pop(k), abs=0.002)
                     assert d == r
+            hourly = await store.db.run(_rollup_totals, "usage_hourly")
+            assert hourly == await store.db.run(_rollup_totals, "usage_daily")
+            assert hourly[:2] == (10, 2)
             # new rows go on top of the backfill
             assert await store.insert_usage([row("new1", key_id="key_old", cost_micros=5)]) == 1
             assert await store.spent_since("key_old", 0) == 5
+            assert (await store.db.run(_rollup_totals, "usage_hourly"))[0] == 11
             assert await store.migrate() == SCHEMA_HEAD  # up to date: nothing to do
+        finally:
+            await store.close()
+
+    run(go())
+
+
+def _rollup_totals(conn: Connection, table: str) -> tuple[Any, ...]:
+    got = conn.execute(
+        text(
+            "SELECT sum(requests), sum(errors), sum(prompt_tokens), sum(cost_micros), "
+            f"sum(ttft_count), sum(lat_lt_150) FROM {table}"
+        )
+    ).one()
+    return tuple(int(v or 0) for v in got)
+
+
+def _hourly_rollup(conn: Connection) -> dict[tuple[Any, ...], list[float]]:
+    from chatgate.store.usage import HOURLY_COLUMNS
+
+    got = conn.exec_driver_sql(f"SELECT {', '.join(HOURLY_COLUMNS)} FROM usage_hourly").all()
+    return {tuple(r[:6]): [float(v) for v in r[6:]] for r in got}
+
+
+def test_upgrade_from_0004_keeps_the_rows_and_backfills_the_hourly_rollup(
+    store_url: str,
+) -> None:
+    import random
+
+    from sqlalchemy import insert
+
+    from chatgate.store.tables import usage, usage_daily
+    from chatgate.store.usage import DAILY_COLUMNS, FIELDS, daily_rows, hourly_rows, values
+
+    rnd = random.Random(5)
+    rows = [
+        row(
+            f"m{i}",
+            created=T0 + rnd.uniform(0, 3 * 86400),
+            key_id=rnd.choice(["key_a", None]),
+            model=rnd.choice(["gpt-5.1", None]),
+            status=rnd.choice([200, 200, 429, 500]),
+            latency_ms=rnd.lognormvariate(6, 1.2),
+            ttft_ms=rnd.choice([None, 12.5]),
+            cost_micros=rnd.choice([None, rnd.randint(0, 900)]),
+        )
+        for i in range(80)
+    ]
+
+    def fill_0004(conn: Connection) -> None:  # as a 0004 writer left it: rows and daily rollup
+        upgrade(conn, "0004")
+        conn.execute(insert(usage), [dict(zip(FIELDS, values(r), strict=True)) for r in rows])
+        daily = [dict(zip(DAILY_COLUMNS, r, strict=True)) for r in daily_rows(rows)]
+        conn.execute(insert(usage_daily), daily)
+
+    async def go() -> None:
+        store = Store(store_url)
+        try:
+            await store.db.run(fill_0004)
+            before = await store.db.run(_rollup_totals, "usage_daily")
+            assert "usage_hourly" not in await store.db.run(_tables)
+            assert await store.migrate() == "0004"
+            assert await store.schema_version() == SCHEMA_HEAD
+            assert await store.count_usage() == len(rows)
+            assert await store.db.run(_rollup_totals, "usage_daily") == before
+            assert await store.db.run(_rollup_totals, "usage_hourly") == before
+            got = await store.db.run(_hourly_rollup)
+            want = {tuple(r[:6]): [float(v) for v in r[6:]] for r in hourly_rows(rows)}
+            assert set(got) == set(want)
+            for k, v in want.items():
+                assert got[k] == pytest.approx(v), k
+            # the writer goes on from the backfill, a replay counting nothing
+            more = [row("m-new", created=T0 + 10, cost_micros=7), rows[0]]
+            assert await store.insert_usage(more) == 1
+            assert await store.insert_usage(more) == 0
+            after = await store.db.run(_rollup_totals, "usage_hourly")
+            assert after == await store.db.run(_rollup_totals, "usage_daily")
+            assert after[0] == len(rows) + 1 and after[3] == before[3] + 7
         finally:
             await store.close()
 

@@ -1,15 +1,18 @@
-"""The store on both engines: keys, usage inserts (exactly once, with the daily rollup),
+"""The store on both engines: keys, usage inserts (exactly once, with the daily and hourly
+rollups),
 spend, and reports from the rollup and from the rows agreeing."""
 
 from __future__ import annotations
 
 import random
+from bisect import bisect_right
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from chatgate.store import REVISIONS, SCHEMA_HEAD, ReportQuery, Store, StoreError
-from chatgate.store.tables import usage_daily
+from chatgate.store.tables import LATENCY_BOUNDS_MS, LATENCY_COLUMNS, usage_daily, usage_hourly
 from tests.unit.store_backends import row, run, store_url
 
 __all__ = ["store_url"]  # the fixture, parametrized over SQLite and PostgreSQL
@@ -37,14 +40,18 @@ def test_unsupported_database_url_names_the_supported_ones() -> None:
         Store("mysql://root@localhost/db")
 
 
-async def _daily(store: Store) -> list[dict[str, object]]:
+async def _daily(store: Store, table: Any = usage_daily) -> list[dict[str, object]]:
     def q(conn: object) -> list[dict[str, object]]:
         from sqlalchemy import select
 
-        rows = conn.execute(select(usage_daily).order_by(*usage_daily.primary_key))  # type: ignore[attr-defined]
+        rows = conn.execute(select(table).order_by(*table.primary_key))  # type: ignore[attr-defined]
         return [dict(r._mapping) for r in rows]
 
     return await store.db.run(q)
+
+
+async def _hourly(store: Store) -> list[dict[str, object]]:
+    return await _daily(store, usage_hourly)
 
 
 def test_insert_usage_round_trip(store_url: str) -> None:
@@ -60,6 +67,10 @@ def test_insert_usage_round_trip(store_url: str) -> None:
             assert got["day"] == T0 and got["requests"] == 1 and got["cost_micros"] == 7
             assert got["ttft_count"] == 1 and got["ttft_ms_sum"] == 3.5
             assert got["reasoning_tokens"] == 0
+            (hour,) = await _hourly(store)
+            assert hour["hour"] == T0 and {k: v for k, v in hour.items() if k != "hour"} == {
+                k: v for k, v in got.items() if k != "day"
+            }
         finally:
             await store.close()
 
@@ -81,6 +92,8 @@ def test_a_replayed_batch_adds_nothing(store_url: str) -> None:
             assert await store.count_usage() == 6
             (daily,) = await _daily(store)
             assert daily["requests"] == 6 and daily["cost_micros"] == 600
+            (hourly,) = await _hourly(store)
+            assert hourly["requests"] == 6 and hourly["cost_micros"] == 600
             assert await store.spent_since("key_a", T0) == 600
         finally:
             await store.close()
@@ -102,6 +115,8 @@ def test_null_dimensions_share_one_rollup_row_and_read_back_as_null(store_url: s
                                                  provider=None, status=401)]) == 1  # fmt: skip
             (daily,) = await _daily(store)
             assert daily["requests"] == 4 and daily["errors"] == 4 and daily["key_id"] == ""
+            (hourly,) = await _hourly(store)
+            assert hourly["requests"] == 4 and hourly["key_id"] == "" and hourly["model"] == ""
             q = ReportQuery(group_by=["key", "owner", "model", "provider", "status"])
             (rep,) = (await store.report(q)).rows
             assert rep["key"] is None and rep["model"] is None and rep["requests"] == 4
@@ -210,6 +225,58 @@ def test_rollup_and_rows_give_the_same_reports(store_url: str) -> None:
             await store.close()
 
     run(go())
+
+
+def _expected_rollup(rows: list[Any], width: int) -> dict[tuple[Any, ...], list[float]]:
+    """The rollup computed here from the rows themselves, independently of the writer."""
+    out: dict[tuple[Any, ...], list[float]] = {}
+    for r in {r.request_id: r for r in reversed(rows)}.values():  # the first of an id wins
+        k = (int(r.created // width) * width, r.key_id or "", r.owner or "", r.model or "",
+             r.provider or "", r.status)  # fmt: skip
+        a = out.setdefault(k, [0.0] * (11 + len(LATENCY_COLUMNS)))
+        sums = [1, r.status >= 400, r.prompt_tokens, r.completion_tokens, r.total_tokens,
+                r.cached_tokens, r.reasoning_tokens, r.cost_micros, r.latency_ms, r.ttft_ms,
+                r.ttft_ms is not None]  # fmt: skip
+        for i, v in enumerate(sums):
+            a[i] += float(v or 0)
+        a[11 + bisect_right(LATENCY_BOUNDS_MS, r.latency_ms)] += 1
+    return out
+
+
+def test_both_rollups_total_the_rows_even_after_a_replay(store_url: str) -> None:
+    """The daily and hourly rollups hold exactly the sums of the rows inserted: batches
+    accumulate, repeats within a batch and replays of batches (and of single rows) count once."""
+    rows = _random_rows(700, seed=11)
+
+    async def go() -> None:
+        store = Store(store_url)
+        try:
+            await store.migrate()
+            for i in range(0, len(rows), 120):
+                batch = rows[i : i + 120]
+                await store.insert_usage([*batch, *batch[:5]])  # repeats inside the batch
+            assert await store.insert_usage(rows[100:400]) == 0  # a replay
+            assert await store.insert_usage(rows[-1:]) == 0
+            assert await store.count_usage() == len(rows)
+            for table, period, width in ((usage_daily, "day", DAY), (usage_hourly, "hour", 3600)):
+                got = {
+                    (r[period], r["key_id"], r["owner"], r["model"], r["provider"], r["status"]): [
+                        float(r[c]) for c in r if c not in (period, *DIMS)
+                    ]
+                    for r in await _daily(store, table)
+                }
+                want = _expected_rollup(rows, width)
+                assert set(got) == set(want), table.name
+                for k, v in want.items():
+                    assert got[k] == pytest.approx(v), (table.name, k)
+                assert sum(v[0] for v in got.values()) == len(rows)
+        finally:
+            await store.close()
+
+    run(go())
+
+
+DIMS = ("key_id", "owner", "model", "provider", "status")
 
 
 def test_queries_the_rollup_cannot_answer_read_the_rows() -> None:

@@ -17,7 +17,7 @@ from sqlalchemy import Connection, inspect, text
 from .db import Database, StoreError
 
 # every revision in order; the last is the head (a test keeps this equal to Alembic's view)
-REVISIONS = ("0001", "0002", "0003")
+REVISIONS = ("0001", "0002", "0003", "0004", "0005")
 SCHEMA_HEAD = REVISIONS[-1]
 MIGRATION_LOCK = 0x63686761_7465  # pg_advisory_xact_lock key ("chgate")
 
