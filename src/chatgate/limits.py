@@ -176,7 +176,7 @@ class _Window:
     """The last minute's entries (a time and an amount each), exact, in two flat arrays: 16
     bytes an entry where a deque of [time, amount] lists took about 130 (at 3,000 requests/s a
     key's windows held 40 MB; now 4 MB). Expired entries are skipped by a head index and
-    compacted away in bulk."""
+    compacted away every 4,096."""
 
     __slots__ = ("amounts", "head", "times", "total")
 
@@ -209,7 +209,10 @@ class _Window:
             del times[:], amounts[:]
             h = 0
             self.total = 0.0
-        elif h > 1024 and h * 2 > n:
+        elif h >= 4096:
+            # compact often: the arrays then stay at one window's size; compacting only at
+            # half made the RSS a 5 MB sawtooth at 3,000 requests/s (a memmove of the live
+            # entries every 4,096 expiries costs about 35 ns an entry)
             del times[:h], amounts[:h]
             h = 0
         self.head = h

@@ -279,4 +279,4 @@ def test_window_matches_a_naive_model_through_compaction() -> None:
         assert len(w) == len(model)
         assert w.first() == model[0][0]
         assert abs(w.total - sum(a for _, a in model)) < 1e-6
-    assert len(w.times) < 2 * len(model) + 2048  # compacted, not growing without bound
+        assert len(w.times) <= len(model) + 4096  # compacted, not growing without bound
