@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import os
+import socket
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -49,11 +50,11 @@ def main() -> None:
     type=click.IntRange(min=1),
     default=1,
     show_default=True,
-    help="Processes sharing the port (SO_REUSEPORT); with redis_url set, limits are shared.",
+    help="Processes accepting on one port; with redis_url set, limits are shared.",
 )
-@click.option("--reuse-port", is_flag=True, hidden=True, help="Listen with SO_REUSEPORT.")
+@click.option("--fd", type=int, hidden=True, help="Accept on this inherited listening socket.")
 def serve(
-    config_path: str | None, host: str | None, port: int | None, workers: int, reuse_port: bool
+    config_path: str | None, host: str | None, port: int | None, workers: int, fd: int | None
 ) -> None:
     """Run the gateway (httptools on uvloop)."""
     cfg = _config(config_path)
@@ -73,10 +74,10 @@ def serve(
         _logging(cfg)
         # migrate once here, so that the workers do not race each other doing it
         _open_store(cfg, lambda store: store.schema_version())
-        argv = ["-m", "chatgate", "serve", "--host", host, "--port", str(port), "--reuse-port"]
+        argv = ["-m", "chatgate", "serve", "--host", host, "--port", str(port)]
         if config_path:
             argv += ["--config", config_path]
-        sys.exit(workers_supervise(argv, workers, cfg.shutdown_grace_seconds))
+        sys.exit(workers_supervise(argv, workers, cfg.shutdown_grace_seconds, host, port))
     from .app import App, print_banner
     from .server import Server, run
 
@@ -95,7 +96,7 @@ def serve(
         grace=cfg.shutdown_grace_seconds,
         keep_alive=cfg.keep_alive_seconds,
         proxy_headers=cfg.proxy_headers,
-        reuse_port=reuse_port,
+        sock=socket.socket(fileno=fd) if fd is not None else None,
         on_draining=app.drain,
     )
     code = run(server)
