@@ -10,6 +10,9 @@ Everything else is plain ASGI, so the app runs on any ASGI server as well.
 
 What it does: keep-alive with an idle timeout, pipelining (one request answered at a time,
 reading paused meanwhile), ``Expect: 100-continue``, chunked request and response bodies,
+answers given before the request body has arrived (the rest of a small body is skipped and
+the connection kept; a large or unsized one gets ``connection: close`` and a lingering close,
+so the client reads the answer instead of a reset),
 flow control in both directions, limits on the request line and headers, a timeout for
 slow headers, proxy headers from trusted addresses, the ASGI lifespan, and a graceful
 shutdown: stop accepting, answer ``/ready`` with 503, let requests and streams in flight
@@ -39,6 +42,14 @@ MAX_URL = 8 * 1024
 MAX_HEADERS = 64 * 1024
 HEADER_TIMEOUT = 30.0  # seconds for a request's line and headers to arrive
 BODY_HIGH_WATER = 256 * 1024  # buffered request body before reading pauses
+# An answer sent before its request body has arrived (a 401 checked on the headers, a 413 on
+# the declared length): up to this much of the body still to come is read and dropped so the
+# connection serves the next request; more, or a chunked body, closes the connection.
+SKIP_BODY_MAX = 64 * 1024
+# Closing a socket with unread data in it sends a reset, which can destroy the answer before
+# the client has read it. A connection closed while the client may still be sending shuts its
+# own side first and drops what arrives, for at most this long, before it closes.
+LINGER_SECONDS = 2.0
 ASGI = {"version": "3.0", "spec_version": "2.4"}
 
 
@@ -93,6 +104,7 @@ class HttpProtocol(asyncio.Protocol):
         "_cycle",
         "_header_bytes",
         "_headers",
+        "_lingering",
         "_loop",
         "_parser",
         "_parsing",
@@ -128,6 +140,7 @@ class HttpProtocol(asyncio.Protocol):
         self._read_paused = False
         self._write_paused = False
         self._write_waiter: asyncio.Future[None] | None = None
+        self._lingering = False
         self.closed = False
         self.client: tuple[str, int] | None = None
         self.server: tuple[str, int] | None = None
@@ -156,9 +169,12 @@ class HttpProtocol(asyncio.Protocol):
             w.set_result(None)
 
     def eof_received(self) -> bool | None:
-        return None  # close: a half-closed client gets nothing more (as uvicorn)
+        return None  # close: a half-closed client gets nothing more (as uvicorn); this also
+        # ends a lingering close once the client has read the answer and closed its side
 
     def data_received(self, data: bytes) -> None:
+        if self._lingering:
+            return  # closing: what the client still sends is dropped
         if self._timer_idle:  # an idle keep-alive connection speaks again
             self._disarm()
         try:
@@ -247,7 +263,10 @@ class HttpProtocol(asyncio.Protocol):
             "extensions": {"chatgate.on_disconnect": cycle.on_disconnect},
         }
         for k, v in headers:
-            if k == b"expect" and v.lower() == b"100-continue":
+            if k == b"content-length":
+                with contextlib.suppress(ValueError):
+                    cycle.length = int(v)
+            elif k == b"expect" and v.lower() == b"100-continue":
                 cycle.expect_100 = True
         self._parsing = cycle
         if self._cycle is None:
@@ -258,8 +277,11 @@ class HttpProtocol(asyncio.Protocol):
 
     def on_body(self, body: bytes) -> None:
         cycle = self._parsing
-        if cycle is None or cycle.finished_body:
+        if cycle is None:
             return
+        cycle.received += len(body)
+        if cycle.finished_body or cycle.responded:
+            return  # answered already: the rest of the body is skipped
         cycle.body.append(body)
         cycle.buffered += len(body)
         cycle.wake()
@@ -270,7 +292,10 @@ class HttpProtocol(asyncio.Protocol):
         cycle = self._parsing
         if cycle is not None:
             cycle.complete = True
-            cycle.wake()
+            if cycle.responded and self._cycle is None:
+                self._arm(self.state.keep_alive)  # the skipped body is done: idle again
+            else:
+                cycle.wake()
 
     # --- requests ----------------------------------------------------------------------
 
@@ -293,12 +318,20 @@ class HttpProtocol(asyncio.Protocol):
         transport = self._transport
         if self.closed or transport is None:
             return
-        if not cycle.keep_alive or not cycle.complete or self.state.draining:
-            # an unread request body would be parsed as the next request: close instead
-            transport.close()
-            self.closed = True
+        if not cycle.keep_alive or self.state.draining:
+            if cycle.complete:
+                transport.close()
+                self.closed = True
+            else:
+                self._linger()
             return
         self._cycle = None
+        if not cycle.complete:
+            # answered before the rest of a small body came: the parser knows its length and
+            # skips it, then the connection serves the next request (within keep_alive)
+            self._resume_reading()
+            self._arm(self.state.keep_alive, idle=False)
+            return
         if self._pipeline:
             self._start(self._pipeline.popleft())
             if not self._pipeline:
@@ -331,7 +364,26 @@ class HttpProtocol(asyncio.Protocol):
     def _reject(self, status: int, text: str) -> None:
         if self._cycle is None or self._cycle.responded:
             self.write(_plain(status, text))
-        self.abort()
+            self._linger()
+        else:
+            self.abort()
+
+    def _linger(self) -> None:
+        """Close without a reset: send what is written and our FIN, drop what the client
+        still sends until it closes its side (``eof_received``) or LINGER_SECONDS pass."""
+        transport = self._transport
+        if transport is None or self.closed or self._lingering:
+            return
+        self._lingering = True
+        self._cycle = None
+        self._pipeline.clear()
+        try:
+            transport.write_eof()
+        except (OSError, RuntimeError, NotImplementedError):
+            self.abort()
+            return
+        self._resume_reading()
+        self._arm(LINGER_SECONDS, idle=False)
 
     def _pause_reading(self) -> None:
         if not self._read_paused and self._transport is not None and not self.closed:
@@ -390,8 +442,10 @@ class Cycle:
         "finished_body",
         "head",
         "keep_alive",
+        "length",
         "method",
         "proto",
+        "received",
         "responded",
         "scope",
         "started",
@@ -404,6 +458,8 @@ class Cycle:
         self.scope: dict[str, Any] = {}
         self.body: list[bytes] = []
         self.buffered = 0
+        self.length = -1  # the declared content-length (-1: none, or chunked)
+        self.received = 0  # body bytes arrived so far
         self.complete = False  # the whole request body has arrived
         self.finished_body = False  # the app has been given the last body part
         self.expect_100 = False
@@ -548,6 +604,13 @@ class Cycle:
             elif n == b"connection" and b"close" in value.lower():
                 keep_alive = False
             out += (name, b": ", value, b"\r\n")
+        # answered before the request body is in: skip a small rest, close on a large one
+        if (
+            keep_alive
+            and not self.complete
+            and (self.length < 0 or self.length - self.received > SKIP_BODY_MAX)
+        ):
+            keep_alive = False
         if not has_length and status >= 200 and status not in (204, 304):
             if more:
                 self.chunked = True

@@ -75,6 +75,9 @@ class EchoApp:
                 )
                 await asyncio.sleep(0.05)
             await send({"type": "http.response.body", "body": b""})
+        elif path == "/early":  # answers on the headers alone, as a 401 or a 413 does
+            await send({"type": "http.response.start", "status": 401, "headers": []})
+            await send({"type": "http.response.body", "body": b"no"})
         elif path == "/boom":
             raise RuntimeError("a bug")
         else:
@@ -192,6 +195,60 @@ def test_pipelined_requests_are_answered_in_order(srv: Running) -> None:
         assert read_response(s, buf)[2] == b"hi"
         status, _, body = read_response(s, buf)
         assert status == b"HTTP/1.1 404 Not Found" and body == b"/nope"
+
+
+def test_an_answer_before_a_small_body_keeps_the_connection(srv: Running) -> None:
+    # the headers alone are answered (a bad key); the body follows, then the next request:
+    # the body is skipped, not parsed as a request, and the connection is not dropped under
+    # the client (which would lose whatever request it sends next on it)
+    with srv.connect() as s:
+        buf = bytearray()
+        s.sendall(b"POST /early HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n")
+        status, headers, body = read_response(s, buf)
+        assert status == b"HTTP/1.1 401 Unauthorized" and body == b"no"
+        assert b"connection" not in headers
+        s.sendall(b"hello")
+        time.sleep(0.05)
+        s.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nok")
+        status, _, body = read_response(s, buf)
+        assert status == b"HTTP/1.1 200 OK" and body == b"ok"
+        # and all in one go: answer, skipped body and next request
+        s.sendall(
+            b"POST /early HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc"
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi"
+        )
+        assert read_response(s, buf)[2] == b"no"
+        assert read_response(s, buf)[2] == b"hi"
+
+
+def test_an_answer_before_a_large_body_closes_without_a_reset(srv: Running) -> None:
+    # a 10 MB body declared and refused on the headers: the answer says connection: close,
+    # and what the client still sends does not turn the close into a reset (which would
+    # throw the answer away before the client read it)
+    with srv.connect() as s:
+        s.sendall(b"POST /early HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000\r\n\r\n")
+        time.sleep(0.1)  # the server has answered and closed its side by now
+        for _ in range(8):
+            s.sendall(b"x" * 65536)
+        buf = bytearray()
+        status, headers, body = read_response(s, buf)
+        assert status == b"HTTP/1.1 401 Unauthorized" and body == b"no"
+        assert headers[b"connection"] == b"close"
+        s.shutdown(socket.SHUT_WR)
+        assert closed(s), "expected an orderly close, not a reset"
+
+
+def test_an_unsized_body_answered_early_closes_the_connection(srv: Running) -> None:
+    with srv.connect() as s:
+        s.sendall(
+            b"POST /early HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n"
+        )
+        buf = bytearray()
+        _, headers, body = read_response(s, buf)
+        assert body == b"no" and headers[b"connection"] == b"close"
+        s.sendall(b"3\r\ndef\r\n0\r\n\r\n")
+        s.shutdown(socket.SHUT_WR)
+        assert closed(s)
 
 
 def test_chunked_request_body_and_expect_continue(srv: Running) -> None:

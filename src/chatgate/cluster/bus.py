@@ -96,7 +96,7 @@ class Bus:
                 self.connected.clear()
             finally:
                 with contextlib.suppress(*REDIS_ERRORS, RuntimeError):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    await pubsub.aclose()  # type: ignore[no-untyped-call,unused-ignore]
             if not self._closing:
                 await asyncio.sleep(self._interval)
 
