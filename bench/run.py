@@ -237,19 +237,21 @@ class Target:
         self.env = env
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> None:
+    def start(self, core: int | None = 0, settle: float = 1.0) -> None:
+        """Start the target pinned to ``core`` (None: free to use every core), then give it
+        ``settle`` seconds after its port opens."""
         if self.argv is None:
             return
-        self.proc = pinned(
-            0,
-            self.argv,
+        argv = self.argv if core is None else ["taskset", "-c", str(core), *self.argv]
+        self.proc = subprocess.Popen(
+            argv,
             env=self.env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
         )
         wait_port(self.port)
-        time.sleep(1.0)
+        time.sleep(settle)
 
     @property
     def pid(self) -> int | None:

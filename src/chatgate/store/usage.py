@@ -15,6 +15,7 @@ from operator import add
 from typing import Any
 
 from msgspec import Struct
+from msgspec.structs import astuple
 
 from .tables import DAILY_DIMS, DAILY_SUMS, LATENCY_BOUNDS_MS, LATENCY_COLUMNS, ROLLUP_DIMS, usage
 
@@ -113,7 +114,8 @@ def hourly_rows(rows: Iterable[UsageRow]) -> list[tuple[Any, ...]]:
 
 
 def values(row: UsageRow) -> tuple[Any, ...]:
-    return tuple(getattr(row, f) for f in FIELDS)
+    """The row's values in FIELDS (column) order: msgspec's own, in C."""
+    return astuple(row)
 
 
 class Rollup(Struct, frozen=True):
