@@ -179,7 +179,122 @@ def _gemini() -> tuple[bytes, bytes]:
     return body, stream
 
 
+# A tool-call stream: the arguments {"words": " word0 ... word19"} in 20 pieces (Gemini sends
+# a call whole, in one chunk, as it does).
+ARG_PIECES = ['{"words": "' + WORDS[0], *WORDS[1:-1], WORDS[-1] + '"}']
+TOOL = "get_words"
+
+
+def _openai_tool() -> bytes:
+    head = {"id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": 1}
+    head["model"] = "gpt-5.1"
+    first = {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {
+                "index": 0,
+                "id": "call_bench",
+                "type": "function",
+                "function": {"name": TOOL, "arguments": ""},
+            }
+        ],
+    }
+    deltas = [first] + [
+        {"tool_calls": [{"index": 0, "function": {"arguments": a}}]} for a in ARG_PIECES
+    ]
+    ev = [
+        {**head, "choices": [{"index": 0, "delta": d, "finish_reason": None}], "usage": None}
+        for d in deltas
+    ]
+    ev.append(
+        {
+            **head,
+            "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}],
+            "usage": None,
+        }
+    )
+    usage = {"prompt_tokens": 30, "completion_tokens": CHUNKS, "total_tokens": 30 + CHUNKS}
+    ev.append({**head, "choices": [], "usage": usage})
+    return _sse([f"data: {json.dumps(e)}\n\n".encode() for e in ev] + [b"data: [DONE]\n\n"])
+
+
+def _anthropic_tool() -> bytes:
+    usage = {
+        "input_tokens": 30,
+        "output_tokens": 1,
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": 0,
+    }
+    message = {
+        "id": "msg_bench",
+        "type": "message",
+        "role": "assistant",
+        "model": "claude-sonnet-4-6",
+        "content": [],
+        "stop_reason": None,
+        "stop_sequence": None,
+        "usage": usage,
+    }
+    block = {"type": "tool_use", "id": "toolu_bench", "name": TOOL, "input": {}}
+    ev: list[tuple[str, dict[str, object]]] = [
+        ("message_start", {"type": "message_start", "message": message}),
+        (
+            "content_block_start",
+            {"type": "content_block_start", "index": 0, "content_block": block},
+        ),
+    ]
+    ev += [
+        (
+            "content_block_delta",
+            {
+                "type": "content_block_delta",
+                "index": 0,
+                "delta": {"type": "input_json_delta", "partial_json": a},
+            },
+        )
+        for a in ARG_PIECES
+    ]
+    ev += [
+        ("content_block_stop", {"type": "content_block_stop", "index": 0}),
+        (
+            "message_delta",
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": "tool_use", "stop_sequence": None},
+                "usage": {"output_tokens": CHUNKS},
+            },
+        ),
+        ("message_stop", {"type": "message_stop"}),
+    ]
+    return _sse([f"event: {n}\ndata: {json.dumps(d)}\n\n".encode() for n, d in ev])
+
+
+def _gemini_tool() -> bytes:
+    chunk = {
+        "candidates": [
+            {
+                "content": {
+                    "role": "model",
+                    "parts": [{"functionCall": {"name": TOOL, "args": {"words": "".join(WORDS)}}}],
+                },
+                "finishReason": "STOP",
+                "index": 0,
+            }
+        ],
+        "usageMetadata": {
+            "promptTokenCount": 30,
+            "candidatesTokenCount": CHUNKS,
+            "totalTokenCount": 30 + CHUNKS,
+        },
+        "modelVersion": "gemini-2.5-flash",
+        "responseId": "bench",
+    }
+    return f"data: {json.dumps(chunk)}\r\n\r\n".encode()
+
+
 OPENAI, ANTHROPIC, GEMINI = _openai(), _anthropic(), _gemini()
+TOOLS = {"openai": _openai_tool(), "anthropic": _anthropic_tool(), "gemini": _gemini_tool()}
 
 
 class Handler(asyncio.Protocol):
@@ -210,15 +325,17 @@ class Handler(asyncio.Protocol):
         self.url, self.body = b"", []
         assert self.transport is not None
         if b"/messages" in url:
-            answer = ANTHROPIC
+            answer, proto = ANTHROPIC, "anthropic"
             stream = b'"stream":true' in body or b'"stream": true' in body
         elif b"generateContent" in url or b"GenerateContent" in url:
-            answer = GEMINI
+            answer, proto = GEMINI, "gemini"
             stream = b"streamGenerateContent" in url
         else:
-            answer = OPENAI
+            answer, proto = OPENAI, "openai"
             stream = b'"stream":true' in body or b'"stream": true' in body
         payload = answer[1] if stream else answer[0]
+        if stream and b'"tools"' in body:  # the tool-call stream cells
+            payload = TOOLS[proto]
         ctype = b"text/event-stream" if stream else b"application/json"
         head = (
             b"HTTP/1.1 200 OK\r\ncontent-type: "

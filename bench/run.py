@@ -395,33 +395,49 @@ def main() -> None:
     if lite is not None:
         targets.append(lite)
     big = {"messages": [{"role": "user", "content": "x" * 100_000}], "max_tokens": 64}
-    cells: list[tuple[str, str, dict[str, Any], int, list[str]]] = [
-        # (cell name, kind, body, concurrency, targets)
-        ("openai c=1", "json", {"model": "gpt-5.1", **SMALL}, 1, ["*"]),
-        ("openai c=16", "json", {"model": "gpt-5.1", **SMALL}, 16, ["*"]),
-        ("openai c=64", "json", {"model": "gpt-5.1", **SMALL}, 64, ["*"]),
-        ("openai stream c=1", "stream", {"model": "gpt-5.1", **SMALL}, 1, ["*"]),
-        ("openai stream c=16", "stream", {"model": "gpt-5.1", **SMALL}, 16, ["*"]),
-        ("anthropic c=16", "json", {"model": "claude-sonnet-4-6", **SMALL}, 16, ["chatgate"]),
-        ("gemini c=16", "json", {"model": "gemini-2.5-flash", **SMALL}, 16, ["chatgate"]),
-        (
-            "anthropic stream c=16",
-            "stream",
-            {"model": "claude-sonnet-4-6", **SMALL},
-            16,
-            ["chatgate"],
-        ),
-        ("gemini stream c=16", "stream", {"model": "gemini-2.5-flash", **SMALL}, 16, ["chatgate"]),
+    tools = {
+        "tools": [
+            {
+                "type": "function",
+                "function": {
+                    "name": "get_words",
+                    "description": "Returns the words asked for.",
+                    "parameters": {
+                        "type": "object",
+                        "properties": {"words": {"type": "string"}},
+                        "required": ["words"],
+                    },
+                },
+            }
+        ]
+    }
+    protocols = [
+        ("openai", "gpt-5.1", ["*"]),  # the pass-through: every target
+        ("anthropic", "claude-sonnet-4-6", ["chatgate"]),  # translated: Chatgate only
+        ("gemini", "gemini-2.5-flash", ["chatgate"]),
+    ]
+    cells: list[tuple[str, str, dict[str, Any], int, list[str]]] = []
+    # (cell name, kind, body, concurrency, targets): non-stream and stream x c=1, 16, 64 x
+    # protocol, then a 100 KB prompt and a tool-call stream
+    for kind in ("json", "stream"):
+        for conns in (1, 16, 64):
+            for proto, model, only in protocols:
+                name = f"{proto}{' stream' if kind == 'stream' else ''} c={conns}"
+                cells.append((name, kind, {"model": model, **SMALL}, conns, only))
+    cells.append(
         (
             "openai 100KB c=16",
             "json",
             {"model": "gpt-5.1", **big},
             16,
             ["direct", "floor", "chatgate"],
-        ),
-    ]
+        )
+    )
+    for proto, model, only in protocols:
+        body = {"model": model, **SMALL, **tools}
+        cells.append((f"{proto} tool stream c=16", "stream", body, 16, only))
     if args.quick:
-        cells = [c for c in cells if c[0] not in ("openai c=64", "openai 100KB c=16")]
+        cells = [c for c in cells if c[3] != 64 and "100KB" not in c[0]]
     results: dict[str, dict[str, Any]] = {}
     idle: dict[str, float] = {}
     try:
@@ -482,10 +498,15 @@ def summarise(results: dict[str, dict[str, Any]], idle: dict[str, float]) -> dic
                 "added_p50_ms": round(r["p50_ms"] - d["p50_ms"], 3) if d else None,
                 "cpu_ms_per_req": r.get("cpu_ms_per_req"),
             }
+            proto = cell.split(" ", 1)[0]
+            same = results.get(cell.replace(proto, "openai", 1), {}).get(name)
+            if proto != "openai" and same and same["rps"]:
+                row["x_openai_cell"] = round(r["rps"] / same["rps"], 3)  # translation's cost
             summary.setdefault(cell, {})[name] = row
             print(
                 f"{cell:25} {name:9} {row['rps']:8.1f} {_f(row['x_direct'])} {_f(row['x_floor'])}"
                 f" {_f(row['x_litellm'])} {_f(row['added_p50_ms'])} {_f(row['cpu_ms_per_req'])}"
+                + (f"  ({row['x_openai_cell']}x the OpenAI cell)" if "x_openai_cell" in row else "")
             )
     print("idle RSS (MB):", idle)
     return summary
