@@ -22,6 +22,73 @@ def _sse(events: list[bytes]) -> bytes:
     return b"".join(events)
 
 
+def _openai_stream(
+    deltas: list[dict[str, object]], finish_reason: str, usage: dict[str, int]
+) -> bytes:
+    """An OpenAI chunk stream: one chunk per delta, the finish, the usage chunk, [DONE]."""
+    head = {"id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": 1}
+    head["model"] = "gpt-5.1"
+    ev = [
+        {**head, "choices": [{"index": 0, "delta": d, "finish_reason": None}], "usage": None}
+        for d in deltas
+    ]
+    ev.append(
+        {
+            **head,
+            "choices": [{"index": 0, "delta": {}, "finish_reason": finish_reason}],
+            "usage": None,
+        }
+    )
+    ev.append({**head, "choices": [], "usage": usage})
+    return _sse([f"data: {json.dumps(e)}\n\n".encode() for e in ev] + [b"data: [DONE]\n\n"])
+
+
+def _anthropic_stream(
+    block: dict[str, object], deltas: list[dict[str, object]], stop_reason: str, prompt: int
+) -> bytes:
+    """An Anthropic event stream of one content block: ``deltas`` are its delta objects."""
+    usage = {
+        "input_tokens": prompt,
+        "output_tokens": 1,
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": 0,
+    }
+    message = {
+        "id": "msg_bench",
+        "type": "message",
+        "role": "assistant",
+        "model": "claude-sonnet-4-6",
+        "content": [],
+        "stop_reason": None,
+        "stop_sequence": None,
+        "usage": usage,
+    }
+    ev: list[tuple[str, dict[str, object]]] = [
+        ("message_start", {"type": "message_start", "message": message}),
+        (
+            "content_block_start",
+            {"type": "content_block_start", "index": 0, "content_block": block},
+        ),
+    ]
+    ev += [
+        ("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": d})
+        for d in deltas
+    ]
+    ev += [
+        ("content_block_stop", {"type": "content_block_stop", "index": 0}),
+        (
+            "message_delta",
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": stop_reason, "stop_sequence": None},
+                "usage": {"output_tokens": CHUNKS},
+            },
+        ),
+        ("message_stop", {"type": "message_stop"}),
+    ]
+    return _sse([f"event: {n}\ndata: {json.dumps(d)}\n\n".encode() for n, d in ev])
+
+
 def _openai() -> tuple[bytes, bytes]:
     usage = {"prompt_tokens": 12, "completion_tokens": CHUNKS, "total_tokens": 12 + CHUNKS}
     body = json.dumps(
@@ -41,44 +108,8 @@ def _openai() -> tuple[bytes, bytes]:
             "usage": usage,
         }
     ).encode()
-    head = {
-        "id": "chatcmpl-bench",
-        "object": "chat.completion.chunk",
-        "created": 1,
-        "model": "gpt-5.1",
-    }
-    ev = [
-        json.dumps(
-            {
-                **head,
-                "choices": [
-                    {
-                        "index": 0,
-                        "delta": {"role": "assistant", "content": ""},
-                        "finish_reason": None,
-                    }
-                ],
-                "usage": None,
-            }
-        )
-    ]
-    ev += [
-        json.dumps(
-            {
-                **head,
-                "choices": [{"index": 0, "delta": {"content": w}, "finish_reason": None}],
-                "usage": None,
-            }
-        )
-        for w in WORDS
-    ]
-    ev.append(
-        json.dumps(
-            {**head, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}], "usage": None}
-        )
-    )
-    ev.append(json.dumps({**head, "choices": [], "usage": usage}))
-    stream = _sse([f"data: {e}\n\n".encode() for e in ev] + [b"data: [DONE]\n\n"])
+    first = {"role": "assistant", "content": ""}
+    stream = _openai_stream([first, *({"content": w} for w in WORDS)], "stop", usage)
     return body, stream
 
 
@@ -101,52 +132,8 @@ def _anthropic() -> tuple[bytes, bytes]:
             "usage": usage,
         }
     ).encode()
-    ev = [
-        (
-            "message_start",
-            {
-                "type": "message_start",
-                "message": {
-                    "id": "msg_bench",
-                    "type": "message",
-                    "role": "assistant",
-                    "model": "claude-sonnet-4-6",
-                    "content": [],
-                    "stop_reason": None,
-                    "stop_sequence": None,
-                    "usage": {**usage, "output_tokens": 1},
-                },
-            },
-        ),
-        (
-            "content_block_start",
-            {
-                "type": "content_block_start",
-                "index": 0,
-                "content_block": {"type": "text", "text": ""},
-            },
-        ),
-    ]
-    ev += [
-        (
-            "content_block_delta",
-            {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": w}},
-        )
-        for w in WORDS
-    ]
-    ev += [
-        ("content_block_stop", {"type": "content_block_stop", "index": 0}),
-        (
-            "message_delta",
-            {
-                "type": "message_delta",
-                "delta": {"stop_reason": "end_turn", "stop_sequence": None},
-                "usage": {"output_tokens": CHUNKS},
-            },
-        ),
-        ("message_stop", {"type": "message_stop"}),
-    ]
-    stream = _sse([f"event: {n}\ndata: {json.dumps(d)}\n\n".encode() for n, d in ev])
+    deltas: list[dict[str, object]] = [{"type": "text_delta", "text": w} for w in WORDS]
+    stream = _anthropic_stream({"type": "text", "text": ""}, deltas, "end_turn", 12)
     return body, stream
 
 
@@ -186,88 +173,20 @@ TOOL = "get_words"
 
 
 def _openai_tool() -> bytes:
-    head = {"id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": 1}
-    head["model"] = "gpt-5.1"
-    first = {
-        "role": "assistant",
-        "content": None,
-        "tool_calls": [
-            {
-                "index": 0,
-                "id": "call_bench",
-                "type": "function",
-                "function": {"name": TOOL, "arguments": ""},
-            }
-        ],
-    }
-    deltas = [first] + [
-        {"tool_calls": [{"index": 0, "function": {"arguments": a}}]} for a in ARG_PIECES
-    ]
-    ev = [
-        {**head, "choices": [{"index": 0, "delta": d, "finish_reason": None}], "usage": None}
-        for d in deltas
-    ]
-    ev.append(
-        {
-            **head,
-            "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}],
-            "usage": None,
-        }
-    )
+    call = {"index": 0, "id": "call_bench", "type": "function"}
+    call["function"] = {"name": TOOL, "arguments": ""}
+    first = {"role": "assistant", "content": None, "tool_calls": [call]}
+    pieces = ({"tool_calls": [{"index": 0, "function": {"arguments": a}}]} for a in ARG_PIECES)
     usage = {"prompt_tokens": 30, "completion_tokens": CHUNKS, "total_tokens": 30 + CHUNKS}
-    ev.append({**head, "choices": [], "usage": usage})
-    return _sse([f"data: {json.dumps(e)}\n\n".encode() for e in ev] + [b"data: [DONE]\n\n"])
+    return _openai_stream([first, *pieces], "tool_calls", usage)
 
 
 def _anthropic_tool() -> bytes:
-    usage = {
-        "input_tokens": 30,
-        "output_tokens": 1,
-        "cache_creation_input_tokens": 0,
-        "cache_read_input_tokens": 0,
-    }
-    message = {
-        "id": "msg_bench",
-        "type": "message",
-        "role": "assistant",
-        "model": "claude-sonnet-4-6",
-        "content": [],
-        "stop_reason": None,
-        "stop_sequence": None,
-        "usage": usage,
-    }
     block = {"type": "tool_use", "id": "toolu_bench", "name": TOOL, "input": {}}
-    ev: list[tuple[str, dict[str, object]]] = [
-        ("message_start", {"type": "message_start", "message": message}),
-        (
-            "content_block_start",
-            {"type": "content_block_start", "index": 0, "content_block": block},
-        ),
+    deltas: list[dict[str, object]] = [
+        {"type": "input_json_delta", "partial_json": a} for a in ARG_PIECES
     ]
-    ev += [
-        (
-            "content_block_delta",
-            {
-                "type": "content_block_delta",
-                "index": 0,
-                "delta": {"type": "input_json_delta", "partial_json": a},
-            },
-        )
-        for a in ARG_PIECES
-    ]
-    ev += [
-        ("content_block_stop", {"type": "content_block_stop", "index": 0}),
-        (
-            "message_delta",
-            {
-                "type": "message_delta",
-                "delta": {"stop_reason": "tool_use", "stop_sequence": None},
-                "usage": {"output_tokens": CHUNKS},
-            },
-        ),
-        ("message_stop", {"type": "message_stop"}),
-    ]
-    return _sse([f"event: {n}\ndata: {json.dumps(d)}\n\n".encode() for n, d in ev])
+    return _anthropic_stream(block, deltas, "tool_use", 30)
 
 
 def _gemini_tool() -> bytes:

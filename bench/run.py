@@ -242,13 +242,14 @@ class Target:
         ``settle`` seconds after its port opens."""
         if self.argv is None:
             return
-        argv = self.argv if core is None else ["taskset", "-c", str(core), *self.argv]
-        self.proc = subprocess.Popen(
-            argv,
-            env=self.env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
+        kw: dict[str, Any] = {
+            "env": self.env,
+            "stdout": subprocess.DEVNULL,
+            "stderr": subprocess.DEVNULL,
+            "start_new_session": True,
+        }
+        self.proc = (
+            subprocess.Popen(self.argv, **kw) if core is None else pinned(core, self.argv, **kw)
         )
         wait_port(self.port)
         time.sleep(settle)

@@ -52,14 +52,14 @@ class Origin:
             raise ValueError(f"not an http(s) URL: {url!r}")
         self.tls = parts.scheme == "https"
         self.host = parts.hostname
-        self.port = parts.port or (443 if self.tls else 80)
+        standard = 443 if self.tls else 80
+        self.port = parts.port or standard
         self.key = (self.tls, self.host, self.port)
         target = parts.path or "/"
         if parts.query:
             target += "?" + parts.query
-        default = self.port == (443 if self.tls else 80)
         authority = f"[{self.host}]" if ":" in self.host else self.host
-        if not default:
+        if self.port != standard:
             authority += f":{self.port}"
         self.head = f"POST {target} HTTP/1.1\r\nHost: {authority}\r\n".encode("ascii")
 
@@ -174,13 +174,7 @@ class Response:
                 raise self._error
             self._conn.resume()  # the whole body is wanted: no pause
             await self._wait()
-        buf = self._buffer
-        if not buf:
-            return b""
-        data = buf[0] if len(buf) == 1 else b"".join(buf)
-        buf.clear()
-        self._buffered = 0
-        return data
+        return self._take()
 
     async def chunk(self) -> bytes:
         """The bytes that arrived since the last call (waiting for some); b"" at the end."""
@@ -191,10 +185,18 @@ class Response:
             if self._error is not None:
                 raise self._error
             await self._wait()
+        data = self._take()
+        self._conn.resume()
+        return data
+
+    def _take(self) -> bytes:
+        """Everything buffered, as one bytes object; the buffer is then empty."""
+        buf = self._buffer
+        if not buf:
+            return b""
         data = buf[0] if len(buf) == 1 else b"".join(buf)
         buf.clear()
         self._buffered = 0
-        self._conn.resume()
         return data
 
 
@@ -402,10 +404,7 @@ class Pool:
         if conn.resp is not resp:
             return
         conn.resp = None
-        if conn.closed or not resp.complete or not resp.keep_alive:
-            conn.close()
-            return
-        if self._closing:
+        if conn.closed or not resp.complete or not resp.keep_alive or self._closing:
             conn.close()
             return
         conn.resume()
@@ -469,8 +468,7 @@ class Pool:
                     server_hostname=o.host if o.tls else None,
                 )
         except BaseException as exc:
-            conn.close()
-            self._lost(conn)
+            conn.close()  # gives its slot back, once
             if isinstance(exc, TimeoutError):
                 raise ConnectError("Connecting timed out.") from None
             if isinstance(exc, OSError | ssl.SSLError):

@@ -73,6 +73,17 @@ def ok(body: bytes, extra: bytes = b"") -> bytes:
     return b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n%s\r\n%s" % (len(body), extra, body)
 
 
+def replies(raw: bytes, keep: bool = True) -> Handler:
+    """A handler that answers every request with ``raw``; ``keep=False`` closes after it."""
+
+    async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter, _: bytes) -> bool:
+        w.write(raw)
+        await w.drain()
+        return keep
+
+    return handler
+
+
 async def echo(r: asyncio.StreamReader, w: asyncio.StreamWriter, body: bytes) -> bool:
     w.write(ok(body, b"x-thing: 1\r\n"))
     await w.drain()
@@ -138,10 +149,7 @@ def test_chunked_answers_arrive_whole_however_they_are_split() -> None:
 
 
 def test_a_body_without_length_ends_with_the_connection_and_is_not_reused() -> None:
-    async def handler(r: Any, w: asyncio.StreamWriter, body: bytes) -> bool:
-        w.write(b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\nall of it")
-        await w.drain()
-        return False
+    handler = replies(b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\nall of it", keep=False)
 
     async def go() -> None:
         async with Scripted(handler) as srv:
@@ -168,15 +176,7 @@ def test_gzip_and_deflate_answers_are_decoded() -> None:
     async def go() -> None:
         for name, body in bodies.items():
             enc = name.replace("raw-", "").encode()
-
-            async def handler(
-                r: Any, w: asyncio.StreamWriter, _: bytes, b: bytes = body, e: bytes = enc
-            ) -> bool:
-                w.write(ok(b, b"content-encoding: " + e + b"\r\n"))
-                await w.drain()
-                return True
-
-            async with Scripted(handler) as srv:
+            async with Scripted(replies(ok(body, b"content-encoding: " + enc + b"\r\n"))) as srv:
                 pool = Pool()
                 resp = await pool.request(srv.url, {}, b"", 5)
                 assert await resp.read() == text, name
@@ -187,10 +187,7 @@ def test_gzip_and_deflate_answers_are_decoded() -> None:
 
 
 def test_an_unknown_encoding_is_an_error_not_garbage() -> None:
-    async def handler(r: Any, w: asyncio.StreamWriter, _: bytes) -> bool:
-        w.write(ok(b"\x00\x01", b"content-encoding: zstd\r\n"))
-        await w.drain()
-        return True
+    handler = replies(ok(b"\x00\x01", b"content-encoding: zstd\r\n"))
 
     async def go() -> None:
         async with Scripted(handler) as srv:
@@ -203,10 +200,7 @@ def test_an_unknown_encoding_is_an_error_not_garbage() -> None:
 
 
 def test_a_connection_broken_mid_body_is_an_error() -> None:
-    async def handler(r: Any, w: asyncio.StreamWriter, _: bytes) -> bool:
-        w.write(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nonly part")
-        await w.drain()
-        return False
+    handler = replies(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nonly part", keep=False)
 
     async def go() -> None:
         async with Scripted(handler) as srv:
@@ -222,10 +216,7 @@ def test_a_connection_broken_mid_body_is_an_error() -> None:
 
 
 def test_a_malformed_answer_is_an_error() -> None:
-    async def handler(r: Any, w: asyncio.StreamWriter, _: bytes) -> bool:
-        w.write(b"SMTP ready\r\n\r\n")
-        await w.drain()
-        return True
+    handler = replies(b"SMTP ready\r\n\r\n")
 
     async def go() -> None:
         async with Scripted(handler) as srv:
@@ -311,10 +302,7 @@ def test_idle_connections_expire_after_keepalive() -> None:
 
 
 def test_an_interim_answer_is_skipped() -> None:
-    async def handler(r: Any, w: asyncio.StreamWriter, body: bytes) -> bool:
-        w.write(b"HTTP/1.1 100 Continue\r\n\r\n" + ok(b"done"))
-        await w.drain()
-        return True
+    handler = replies(b"HTTP/1.1 100 Continue\r\n\r\n" + ok(b"done"))
 
     async def go() -> None:
         async with Scripted(handler) as srv:
@@ -340,10 +328,7 @@ def test_a_line_break_in_a_header_is_refused() -> None:
 def test_a_large_body_streams_through_with_a_slow_reader() -> None:
     body = bytes(range(256)) * 20_000  # 5 MB: past the high-water mark many times
 
-    async def handler(r: Any, w: asyncio.StreamWriter, _: bytes) -> bool:
-        w.write(ok(body))
-        await w.drain()
-        return True
+    handler = replies(ok(body))
 
     async def go() -> None:
         async with Scripted(handler) as srv:
