@@ -5,6 +5,9 @@ the data (and backfills the daily and hourly rollups), replicas starting togethe
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+import threading
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,6 +17,7 @@ from sqlalchemy import Connection, inspect, text
 from chatgate.cli import main
 from chatgate.config import from_dict
 from chatgate.store import REVISIONS, SCHEMA_HEAD, ReportQuery, SchemaError, Store
+from chatgate.store.db import _sqlite_pragmas
 from chatgate.store.migrate import upgrade
 from tests.unit.store_backends import row, run, store_url
 
@@ -192,6 +196,33 @@ def test_replicas_starting_together_migrate_once(store_url: str) -> None:
                 await s.close()
 
     run(go())
+
+
+def test_sqlite_connections_opening_a_new_file_together_all_get_wal(tmp_path: Path) -> None:
+    """Switching a new file to WAL takes an exclusive lock, and SQLite answers "database is
+    locked" at once (no busy handler) to a connection that meets another one switching: seen
+    about once in ten rounds of four. Every connection must wait its turn instead."""
+    failures: list[BaseException] = []
+
+    def open_one(path: Path) -> None:
+        try:
+            conn = sqlite3.connect(path, timeout=10, check_same_thread=False)
+            try:
+                _sqlite_pragmas(conn, None)
+                assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+            finally:
+                conn.close()
+        except BaseException as exc:  # collected, reported below
+            failures.append(exc)
+
+    for i in range(60):
+        path = tmp_path / f"new-{i}.db"
+        threads = [threading.Thread(target=open_one, args=(path,)) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert failures == []
 
 
 def test_without_auto_migrate_an_old_schema_is_refused(store_url: str) -> None:

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
@@ -64,10 +66,26 @@ class Database:
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")  # readers never wait for the (one) writer
-    cur.execute("PRAGMA synchronous=NORMAL")
-    cur.execute("PRAGMA busy_timeout=10000")
-    cur.close()
+    try:
+        cur.execute("PRAGMA busy_timeout=10000")
+        # Readers never wait for the (one) writer. Switching a new file to WAL needs an
+        # exclusive lock, and SQLite answers "database is locked" at once, without its busy
+        # handler, while another connection (another replica starting) holds it or is
+        # switching: wait and retry, the mode is persistent once one of them has set it.
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                cur.execute("PRAGMA journal_mode=WAL")
+                break
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
+        cur.execute("PRAGMA synchronous=NORMAL")
+    finally:
+        cur.close()
 
 
 class SQLiteDatabase(Database):
