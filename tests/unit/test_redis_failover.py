@@ -221,3 +221,42 @@ def test_a_slow_redis_is_no_outage_budgets_stay_shared(private_redis: PrivateRed
         asyncio.run(_closing(both(), close_a))
     finally:
         admin.close()
+
+
+def test_a_redis_that_answers_but_refuses_writes_refuses_the_request_not_the_budget(
+    private_redis: PrivateRedis,
+) -> None:
+    """Redis answers pings but refuses the admit script (full memory): that is no outage, so
+    under ``open`` the request is not admitted against this replica's own budget view (which
+    another replica does not see) but refused with a 503, and the link stays up. Redis keeps a
+    script whole under a full memory (it refuses only a script's first write), so settling an
+    earlier request still works, and the spend is exact once it takes writes again."""
+    clock = Clock()
+    lim, close = redis_limiter("cgt-oom:", lambda key, start: 0, clock, url=private_redis.url)
+    budget = Policy(budget_micros=1000)
+    admin = redis.Redis(port=private_redis.port)
+
+    async def go() -> None:
+        adm = await lim.admit("o", budget, 1, 300)
+        admin.config_set("maxmemory-policy", "noeviction")
+        admin.config_set("maxmemory", "1")
+        try:
+            for _ in range(3):
+                with pytest.raises(LimitsUnavailable) as e:
+                    await lim.admit("o", budget, 1, 300)
+                assert e.value.status == 503
+            assert lim.link.up, "a Redis that answers is no outage"
+            await lim.settle(adm, 1, 200)
+        finally:
+            admin.config_set("maxmemory", "0")
+        assert await lim.spent("o", budget) == 200
+        nxt = await lim.admit("o", budget, 1, 500)
+        with pytest.raises(BudgetExceeded):  # 200 spent + 500 reserved + 500 > 1000
+            await lim.admit("o", budget, 1, 500)
+        await lim.settle(nxt, 1, 500)
+        assert await lim.spent("o", budget) == 700
+
+    try:
+        asyncio.run(_closing(go(), close))
+    finally:
+        admin.close()

@@ -35,9 +35,10 @@ import math
 import secrets
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from enum import Enum
 from importlib import resources
-from typing import Any
+from typing import Any, TypeVar
 
 from msgspec import Struct
 
@@ -65,6 +66,13 @@ log = logging.getLogger("chatgate.cluster")
 TOTAL_SPENT_TTL = 7 * 86400  # a total budget's spend is re-read from the rows after a quiet week
 PERIODS: tuple[Period, ...] = ("total", "daily", "monthly")
 BATCH = 500  # replayed settlements / adopted admissions per pipeline
+
+T = TypeVar("T")
+
+
+class _Miss(Enum):
+    DOWN = "down"
+    FAILED = "failed"
 
 
 def _script(name: str) -> str:
@@ -132,22 +140,29 @@ class RedisLimiter:
 
     # --- admit -----------------------------------------------------------------------
 
-    async def admit(self, key_id: str, policy: Policy, tokens: int, micros: int) -> Admission:
-        for _ in range(2):  # a failure that is no outage is retried once (confirm_down)
+    async def _on_redis(self, call: Callable[[], Awaitable[T]]) -> T | _Miss:
+        """``call()`` on Redis, after what an outage held back has been sent; a failure that
+        is no outage is retried once (confirm_down). DOWN: Redis is away; FAILED: it answers
+        but the call failed twice."""
+        for _ in range(2):
             if not self.link.up:
-                break
+                return _Miss.DOWN
             try:
                 if self._held or self._outage:
                     await self._catch_up()
-                return await self._admit_shared(key_id, policy, tokens, micros)
+                return await call()
             except REDIS_ERRORS as exc:
                 if await self.link.confirm_down(exc):
-                    break
-        else:
-            # Redis answers but this admit failed twice: refuse this one request rather than
-            # admit it against this replica's own (unshared) budget view
-            raise limits_unavailable()
-        if self._fail_closed:
+                    return _Miss.DOWN
+        return _Miss.FAILED
+
+    async def admit(self, key_id: str, policy: Policy, tokens: int, micros: int) -> Admission:
+        got = await self._on_redis(lambda: self._admit_shared(key_id, policy, tokens, micros))
+        if not isinstance(got, _Miss):
+            return got
+        # FAILED: refuse this one request rather than admit it against this replica's own
+        # (unshared) budget view
+        if got is _Miss.FAILED or self._fail_closed:
             raise limits_unavailable()
         return await self._admit_local(key_id, policy, tokens, micros)
 
@@ -244,18 +259,8 @@ class RedisLimiter:
             *(self._spent_key(adm.key_id, p, now) for p in PERIODS),
         ]
         args = [adm.lease, str(adm.tokens), str(tokens), str(adm.micros), str(micros)]
-        for _ in range(2):  # a failure that is no outage is retried once (confirm_down)
-            if not self.link.up:
-                break
-            try:
-                if self._held or self._outage:
-                    await self._catch_up()
-                await self._settle_script(keys, args)
-                return
-            except REDIS_ERRORS as exc:
-                if await self.link.confirm_down(exc):
-                    break
-        self._hold(keys, args)
+        if isinstance(await self._on_redis(lambda: self._settle_script(keys, args)), _Miss):
+            self._hold(keys, args)
 
     def _hold(self, keys: list[str], args: list[str]) -> None:
         if len(self._held) >= self._max_held:
