@@ -186,13 +186,20 @@ def test_gzip_and_deflate_answers_are_decoded() -> None:
     run(go())
 
 
-def test_an_unknown_encoding_is_an_error_not_garbage() -> None:
-    handler = replies(ok(b"\x00\x01", b"content-encoding: zstd\r\n"))
-
+@pytest.mark.parametrize(
+    ("answer", "problem"),
+    [
+        # an unknown encoding is an error, not garbage passed on
+        (ok(b"\x00\x01", b"content-encoding: zstd\r\n"), "zstd"),
+        (b"SMTP ready\r\n\r\n", "not valid HTTP"),
+    ],
+    ids=["unknown-encoding", "malformed"],
+)
+def test_an_answer_that_cannot_be_read_is_an_error(answer: bytes, problem: str) -> None:
     async def go() -> None:
-        async with Scripted(handler) as srv:
+        async with Scripted(replies(answer)) as srv:
             pool = Pool()
-            with pytest.raises(ConnectionBroken, match="zstd"):
+            with pytest.raises(ConnectionBroken, match=problem):
                 await pool.request(srv.url, {}, b"", 5)
             await pool.close()
 
@@ -210,19 +217,6 @@ def test_a_connection_broken_mid_body_is_an_error() -> None:
                 await resp.read()
             pool.release(resp)
             assert pool.open_connections == 0
-            await pool.close()
-
-    run(go())
-
-
-def test_a_malformed_answer_is_an_error() -> None:
-    handler = replies(b"SMTP ready\r\n\r\n")
-
-    async def go() -> None:
-        async with Scripted(handler) as srv:
-            pool = Pool()
-            with pytest.raises(ConnectionBroken, match="not valid HTTP"):
-                await pool.request(srv.url, {}, b"", 5)
             await pool.close()
 
     run(go())

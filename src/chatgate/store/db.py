@@ -64,23 +64,26 @@ class Database:
         raise NotImplementedError
 
 
+# How long a SQLite connection waits for another one's lock before it gives up
+BUSY_SECONDS = 10
+
+
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
     try:
-        cur.execute("PRAGMA busy_timeout=10000")
+        cur.execute(f"PRAGMA busy_timeout={BUSY_SECONDS * 1000}")
         # Readers never wait for the (one) writer. Switching a new file to WAL needs an
         # exclusive lock, and SQLite answers "database is locked" at once, without its busy
         # handler, while another connection (another replica starting) holds it or is
         # switching: wait and retry, the mode is persistent once one of them has set it.
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + BUSY_SECONDS
         while True:
             try:
                 cur.execute("PRAGMA journal_mode=WAL")
                 break
             except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) and "busy" not in str(exc):
-                    raise
-                if time.monotonic() > deadline:
+                busy = "locked" in str(exc) or "busy" in str(exc)
+                if not busy or time.monotonic() > deadline:
                     raise
                 time.sleep(0.02)
         cur.execute("PRAGMA synchronous=NORMAL")
@@ -100,7 +103,7 @@ class SQLiteDatabase(Database):
         # soak crept up 10 MB with SQLAlchemy's default 5 + 10)
         self.engine: Engine = create_engine(
             url,
-            connect_args={"check_same_thread": False, "timeout": 10},
+            connect_args={"check_same_thread": False, "timeout": BUSY_SECONDS},
             pool_size=2,
             max_overflow=2,
         )
